@@ -1,0 +1,1 @@
+"""Caracal control plane: the shared core used by the api, dispatcher and reaper."""

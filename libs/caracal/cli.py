@@ -1,0 +1,206 @@
+"""The `caracal` command: each service as a process by module name, `migrate`, and `up` for development."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from caracal.settings import Settings, SettingsError, load_settings
+
+SERVICES = {"api": "caracal_api", "dispatcher": "caracal_dispatcher", "reaper": "caracal_reaper"}
+COMMANDS = (*SERVICES, "migrate", "up")
+GENERATED_SECRETS = ("CARACAL_KEK", "STREAMS_HMAC_KEY", "CARACAL_ADMIN_TOKEN")
+
+
+def say(message: str) -> None:
+    print(f"==> {message}", flush=True)  # noqa: T201 - progress for the person running the command
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="caracal", description="Caracal control plane")
+    parser.add_argument("command", choices=COMMANDS)
+    args = parser.parse_args(argv)
+    if args.command in SERVICES:
+        module = SERVICES[args.command]
+        os.execv(sys.executable, [sys.executable, "-m", module])  # noqa: S606 - replaces this process
+    if args.command == "migrate":
+        return _migrate()
+    return run_up()
+
+
+def settings_or_exit(env: dict[str, str] | None = None) -> Settings:
+    """Load settings; a bad value stops the process with one line naming the variable."""
+    try:
+        return load_settings(env)
+    except SettingsError as exc:
+        print(f"caracal: configuration error: {exc}", file=sys.stderr)  # noqa: T201
+        raise SystemExit(2) from None
+
+
+def _migrate() -> int:
+    from caracal.db.engine import create_engine  # noqa: PLC0415 - keeps `caracal api` start-up light
+    from caracal.db.migrate import run_migrations  # noqa: PLC0415
+    from caracal.telemetry import configure_logging  # noqa: PLC0415
+
+    settings = settings_or_exit()
+    configure_logging(settings.log_level, "migrate")
+    settings.require_servers()
+
+    async def go() -> list[str]:
+        engine = create_engine(settings, pool_size=1)
+        try:
+            return await run_migrations(engine)
+        finally:
+            await engine.dispose()
+
+    applied = asyncio.run(go())
+    say(f"migrations applied: {', '.join(applied)}" if applied else "schema already at head")
+    return 0
+
+
+def _secrets_file(data_dir: Path) -> tuple[dict[str, str], set[str]]:
+    path = data_dir / "secrets.env"
+    stored: dict[str, str] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            name, sep, value = line.partition("=")
+            if sep:
+                stored[name.strip()] = value.strip()
+    fresh = {
+        "CARACAL_KEK": f"local1:{secrets.token_hex(32)}",
+        "STREAMS_HMAC_KEY": secrets.token_hex(32),
+        "CARACAL_ADMIN_TOKEN": "cat_" + secrets.token_urlsafe(32),
+    }
+    generated = {name for name in GENERATED_SECRETS if name not in stored}
+    for name in generated:
+        stored[name] = fresh[name]
+    if generated:
+        path.write_text("".join(f"{k}={v}\n" for k, v in stored.items()))
+        path.chmod(0o600)
+    return stored, generated
+
+
+def _prepare_env(data_dir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    stored, generated = _secrets_file(data_dir)
+    for name in GENERATED_SECRETS:
+        if env.get(name) or env.get(f"{name}_FILE"):
+            say(f"{name}: taken from the environment")
+        else:
+            env[name] = stored[name]
+            verb = "generated into" if name in generated else "read from"
+            say(f"{name}: {verb} {data_dir / 'secrets.env'}")
+    return env
+
+
+def run_up() -> int:
+    from caracal.embedded import EmbeddedPostgres, EmbeddedRedis  # noqa: PLC0415
+
+    data_dir = Path(os.environ.get("CARACAL_DATA_DIR", ".caracal")).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    say(f"caracal up: data directory {data_dir}")
+    env = _prepare_env(data_dir)
+    stops: list[Callable[[], None]] = []
+    try:
+        if not env.get("DATABASE_URL"):
+            say("starting embedded PostgreSQL 18 (set DATABASE_URL to use your own)")
+            pg = EmbeddedPostgres(data_dir / "postgres")
+            env["DATABASE_URL"] = pg.start()
+            stops.append(pg.stop)
+        if not env.get("REDIS_URL"):
+            say("starting embedded Redis (set REDIS_URL to use your own)")
+            redis_server = EmbeddedRedis(data_dir / "redis")
+            env["REDIS_URL"] = redis_server.start()
+            stops.append(redis_server.stop)
+        settings = settings_or_exit(env)
+        return _supervise(settings, env)
+    finally:
+        for stop in reversed(stops):
+            stop()
+        say("stopped")
+
+
+def _supervise(settings: Settings, env: dict[str, str]) -> int:
+    children = {name: _spawn(module, env) for name, module in SERVICES.items()}
+    stopping = False
+
+    def request_stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        if _wait_ready(settings.port, children, lambda: stopping):
+            _print_summary(settings, env)
+        while not stopping:
+            exited = [name for name, child in children.items() if child.poll() is not None]
+            if exited:
+                say(f"{', '.join(exited)} exited; stopping the rest")
+                return 1
+            time.sleep(0.2)
+        return 0
+    finally:
+        say("stopping api, dispatcher and reaper")
+        _terminate(children, settings.shutdown_timeout_ms / 1000 + 5)
+
+
+def _spawn(module: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    say(f"starting {module}")
+    return subprocess.Popen([sys.executable, "-m", module], env=env)
+
+
+def _wait_ready(port: int, children: dict[str, subprocess.Popen[bytes]], stopping: Callable[[], bool]) -> bool:
+    say("waiting for the API to become ready (migrations run first)")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not stopping():
+        if any(child.poll() is not None for child in children.values()):
+            return False
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as response:  # noqa: S310
+                if response.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.3)
+    return False
+
+
+def _terminate(children: dict[str, subprocess.Popen[bytes]], grace: float) -> None:
+    for child in children.values():
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for child in children.values():
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def _print_summary(settings: Settings, env: dict[str, str]) -> None:
+    lines = [
+        "",
+        "Caracal control plane is up.",
+        f"  API:          http://127.0.0.1:{settings.port}  (docs: /docs, OpenAPI: /openapi.json)",
+        f"  admin token:  {env['CARACAL_ADMIN_TOKEN']}",
+        f"  Postgres:     {env['DATABASE_URL']}",
+        f"  Redis:        {env['REDIS_URL']}",
+        "",
+        f"  try: curl -H 'Authorization: Bearer {env['CARACAL_ADMIN_TOKEN']}' "
+        f"http://127.0.0.1:{settings.port}/v1/zones",
+        "  Ctrl-C stops everything; the data stays in the data directory for the next `make up`.",
+        "",
+    ]
+    print("\n".join(lines), flush=True)  # noqa: T201

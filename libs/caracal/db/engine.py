@@ -1,0 +1,118 @@
+"""The async engine (SQLAlchemy over asyncpg) and the one translation of driver errors."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from caracal.errors import CaracalError, Conflict, Unavailable
+from caracal.settings import Settings
+
+_CONNECTION_SQLSTATES = ("08", "57P")  # connection exceptions, operator intervention (shutdown)
+
+
+def asyncpg_url(url: str) -> str:
+    """SQLAlchemy's form of a postgresql:// URL."""
+    return re.sub(r"^postgres(ql)?(\+asyncpg)?://", "postgresql+asyncpg://", url)
+
+
+def plain_url(url: str) -> str:
+    """asyncpg's (and psql's) form of the URL."""
+    return re.sub(r"^postgres(ql)?(\+asyncpg)?://", "postgresql://", url)
+
+
+def create_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncEngine:
+    database_url, _ = settings.require_servers()
+    return create_async_engine(
+        asyncpg_url(database_url),
+        pool_size=pool_size or settings.db_pool_max,
+        max_overflow=0,
+        pool_pre_ping=True,
+        pool_timeout=10,
+        connect_args={
+            "timeout": 5,
+            "command_timeout": max(settings.db_statement_timeout_ms / 1000 + 5, 10),
+            "server_settings": server_settings(settings),
+        },
+    )
+
+
+def server_settings(settings: Settings) -> dict[str, str]:
+    """Session settings of every connection: the statement timeout and the contract's RLS GUC."""
+    return {
+        "statement_timeout": str(settings.db_statement_timeout_ms),
+        "idle_in_transaction_session_timeout": "30000",
+        "caracal.zone_id": "*",
+    }
+
+
+@asynccontextmanager
+async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """One write transaction, committed explicitly on success; driver errors become CaracalErrors."""
+    try:
+        async with engine.connect() as conn:
+            async with conn.begin():
+                yield conn
+    except CaracalError:
+        raise
+    except Exception as exc:
+        raise translate_db_error(exc) from exc
+
+
+@asynccontextmanager
+async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A read-only unit of work; driver errors become CaracalErrors."""
+    try:
+        async with engine.connect() as conn:
+            yield conn
+    except CaracalError:
+        raise
+    except Exception as exc:
+        raise translate_db_error(exc) from exc
+
+
+def translate_db_error(exc: BaseException) -> BaseException:
+    """Map a driver failure to its meaning: lost connection -> 503, unique -> 409; else unchanged."""
+    if is_connection_error(exc):
+        return Unavailable("postgres_unreachable", "the database does not answer", dependency="postgres")
+    sqlstate = _sqlstate(exc)
+    if sqlstate == "23505":
+        constraint = getattr(getattr(exc, "orig", None), "__cause__", None)
+        name = getattr(constraint, "constraint_name", None) or "unique"
+        return Conflict("conflict", f"unique constraint {name} violated")
+    if sqlstate == "57014":
+        return Unavailable("statement_timeout", "the database took too long to answer", dependency="postgres")
+    return exc
+
+
+def unique_violation_constraint(exc: BaseException) -> str | None:
+    """Name of the unique constraint a failed statement violated, if that is why it failed."""
+    if _sqlstate(exc) != "23505":
+        return None
+    cause = getattr(getattr(exc, "orig", None), "__cause__", None)
+    return getattr(cause, "constraint_name", None) or ""
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    if isinstance(exc, (PoolTimeout, OSError, ConnectionError, asyncpg.exceptions.ConnectionDoesNotExistError)):
+        return True
+    if isinstance(exc, (OperationalError, InterfaceError)) and (
+        getattr(exc, "connection_invalidated", False) or _sqlstate(exc) is None
+    ):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    sqlstate = _sqlstate(exc)
+    return sqlstate is not None and sqlstate.startswith(_CONNECTION_SQLSTATES)
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    orig = getattr(exc, "orig", None)
+    code = getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
+    return code if isinstance(code, str) else getattr(exc, "sqlstate", None)

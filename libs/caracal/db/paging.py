@@ -1,0 +1,78 @@
+"""Keyset pagination: opaque base64url JSON cursors `{ts, id}` at full precision, newest first."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Row, Select, and_, or_
+
+from caracal.errors import InvalidInput
+from caracal.timefmt import iso_us, parse_iso
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    limit: int
+    after: tuple[datetime, str] | None = None
+
+
+def encode_cursor(ts: datetime, row_id: str) -> str:
+    raw = json.dumps({"ts": iso_us(ts), "id": row_id}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        data = json.loads(raw)
+        ts, row_id = data["ts"], data["id"]
+        if not (isinstance(ts, str) and ts and isinstance(row_id, str) and row_id):
+            raise ValueError("empty cursor fields")
+        return parse_iso(ts), row_id
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidInput("invalid_cursor", "the cursor was not issued by this API") from exc
+
+
+def parse_page(limit: str | None, cursor: str | None, *, default: int = 200, maximum: int = 500) -> Page:
+    """Query parameters `limit` (1..maximum) and `cursor` (1..512 chars) of a list route."""
+    size = default
+    if limit is not None:
+        if not limit.strip().isdigit() or not 1 <= int(limit) <= maximum:
+            raise InvalidInput("invalid_query", f"limit must be an integer from 1 to {maximum}")
+        size = int(limit)
+    if cursor is None:
+        return Page(size)
+    if not 1 <= len(cursor) <= 512:
+        raise InvalidInput("invalid_query", "cursor must be 1..512 characters")
+    return Page(size, decode_cursor(cursor))
+
+
+def paged(query: Select[Any], created_at: ColumnElement[datetime],
+          row_id: ColumnElement[str], page: Page) -> Select[Any]:
+    """ORDER BY created_at DESC, id DESC, continuing after the cursor's row."""
+    if page.after is not None:
+        ts, last_id = page.after
+        query = query.where(or_(created_at < ts, and_(created_at == ts, row_id < last_id)))
+    return query.order_by(created_at.desc(), row_id.desc()).limit(page.limit)
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """One page of wire objects and the cursor of the next page (None on a short page)."""
+
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+def listing(rows: Sequence[Row[Any]], page: Page, to_wire: Callable[[Row[Any]], dict[str, Any]],
+            ts_attr: str = "created_at") -> Listing:
+    cursor = None
+    if rows and len(rows) >= page.limit:
+        last = rows[-1]
+        cursor = encode_cursor(getattr(last, ts_attr), str(last.id))
+    return Listing([to_wire(row) for row in rows], cursor)

@@ -1,0 +1,1 @@
+"""Domain rules, one module per aggregate; each mutation changes state and records its event."""

@@ -1,0 +1,190 @@
+"""Zones (tenants): slugs, their wrapped data-encryption key, DCR switch, soft delete, events."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+import msgspec
+from sqlalchemy import Row, func, insert, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from caracal.crypto import new_wrapped_dek
+from caracal.db.engine import unique_violation_constraint
+from caracal.db.paging import Listing, Page, listing, paged
+from caracal.db.schema import zones
+from caracal.domain.audit import record_audit
+from caracal.domain.context import Caller
+from caracal.errors import Conflict, InvalidInput, NotFound
+from caracal.ids import new_id
+from caracal.outbox import record_change
+from caracal.settings import KeyRing
+from caracal.timefmt import iso_ms
+
+Name = Annotated[str, msgspec.Meta(min_length=1)]
+Slug = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9-]+$")]
+SLUG_CONSTRAINT = "zones_slug_key"
+_NON_SLUG = re.compile(r"[^a-z0-9]+")
+
+
+class ZoneCreate(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name
+    slug: Slug | msgspec.UnsetType = msgspec.UNSET
+    dcr_enabled: bool = False
+
+
+class ZoneUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name | msgspec.UnsetType = msgspec.UNSET
+    slug: Slug | msgspec.UnsetType = msgspec.UNSET
+    dcr_enabled: bool | msgspec.UnsetType = msgspec.UNSET
+    dcr_shutdown: Literal["keep_live", "revoke_live"] | msgspec.UnsetType = msgspec.UNSET
+
+
+_COLUMNS = (zones.c.id, zones.c.name, zones.c.slug, zones.c.dcr_enabled, zones.c.created_at, zones.c.updated_at)
+
+
+def zone_wire(row: Row[Any]) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "name": row.name,
+        "slug": row.slug,
+        "dcr_enabled": row.dcr_enabled,
+        "created_at": iso_ms(row.created_at),
+        "updated_at": iso_ms(row.updated_at),
+    }
+
+
+def slugify(name: str, fallback: str) -> str:
+    return _NON_SLUG.sub("-", name.lower()).strip("-") or fallback
+
+
+def first_free(base: str, taken: set[str]) -> str:
+    """`base`, then `base-2` … `base-999`, then `base-<uuidv7 hex>`."""
+    for candidate in (base, *(f"{base}-{n}" for n in range(2, 1000))):
+        if candidate not in taken:
+            return candidate
+    return f"{base}-{new_id().replace('-', '')}"
+
+
+async def list_zones(conn: AsyncConnection, page: Page) -> Listing:
+    query = select(*_COLUMNS).where(zones.c.archived_at.is_(None))
+    rows = (await conn.execute(paged(query, zones.c.created_at, zones.c.id, page))).all()
+    return listing(rows, page, zone_wire)
+
+
+async def get_zone(conn: AsyncConnection, zone_id: str) -> dict[str, Any]:
+    row = (await conn.execute(select(*_COLUMNS).where(zones.c.id == zone_id, zones.c.archived_at.is_(None)))).first()
+    if row is None:
+        raise NotFound("zone_not_found", f"zone {zone_id} does not exist")
+    return zone_wire(row)
+
+
+async def require_live_zone(conn: AsyncConnection, zone_id: str, *, lock: bool = False) -> Row[Any]:
+    """The zone row, for create handlers: 404 zone_not_found when missing or archived."""
+    query = select(*_COLUMNS).where(zones.c.id == zone_id, zones.c.archived_at.is_(None))
+    row = (await conn.execute(query.with_for_update() if lock else query)).first()
+    if row is None:
+        raise NotFound("zone_not_found", f"zone {zone_id} does not exist")
+    return row
+
+
+async def live_dcr_applications(conn: AsyncConnection, zone_id: str) -> int:
+    """DCR applications of the zone that are neither archived nor expired.
+
+    Applications are not stored yet (they come with the applications issue), so there are none.
+    """
+    del conn, zone_id
+    return 0
+
+
+async def dcr_status(conn: AsyncConnection, zone_id: str) -> dict[str, Any]:
+    zone = await get_zone(conn, zone_id)
+    live = await live_dcr_applications(conn, zone_id)
+    return {"id": zone["id"], "dcr_enabled": zone["dcr_enabled"], "live_dcr_applications": live}
+
+
+async def _taken_slugs(conn: AsyncConnection, base: str) -> set[str]:
+    query = select(zones.c.slug).where((zones.c.slug == base) | zones.c.slug.startswith(f"{base}-"))
+    return set((await conn.execute(query)).scalars().all())
+
+
+async def create_zone(conn: AsyncConnection, kek: KeyRing, data: ZoneCreate, caller: Caller) -> dict[str, Any]:
+    zone_id = new_id()
+    dek, key_id = new_wrapped_dek(kek, zone_id)
+    values = {"id": zone_id, "name": data.name, "dcr_enabled": data.dcr_enabled,
+              "dek_ciphertext": dek, "kek_arn": key_id}
+    for _attempt in range(3):
+        slug = data.slug if isinstance(data.slug, str) else first_free(
+            base := slugify(data.name, "zone"), await _taken_slugs(conn, base))
+        try:
+            async with conn.begin_nested():
+                row = (await conn.execute(insert(zones).values(slug=slug, **values).returning(*_COLUMNS))).one()
+            break
+        except IntegrityError as exc:
+            if unique_violation_constraint(exc) != SLUG_CONSTRAINT or isinstance(data.slug, str):
+                raise _slug_conflict(exc, slug) from exc
+    else:
+        raise Conflict("zone_slug_conflict", "could not find a free slug; give one")
+    await record_change(conn, "zone.created", entity_type="zone", entity_id=zone_id, zone_id=zone_id,
+                        request_id=caller.request_id)
+    return zone_wire(row)
+
+
+def _slug_conflict(exc: IntegrityError, slug: str) -> Exception:
+    if unique_violation_constraint(exc) == SLUG_CONSTRAINT:
+        return Conflict("zone_slug_conflict", f"slug {slug!r} is taken")
+    return exc
+
+
+async def update_zone(conn: AsyncConnection, zone_id: str, data: ZoneUpdate, caller: Caller) -> dict[str, Any]:
+    shutdown = data.dcr_shutdown if isinstance(data.dcr_shutdown, str) else None
+    if shutdown is not None and data.dcr_enabled is not False:
+        raise InvalidInput("dcr_shutdown_not_applicable", "dcr_shutdown needs dcr_enabled: false")
+    changes = {name: getattr(data, name) for name in ("name", "slug", "dcr_enabled")
+               if getattr(data, name) is not msgspec.UNSET}
+    if not changes:
+        raise InvalidInput("no_fields", "nothing to update")
+    zone = await require_live_zone(conn, zone_id, lock=True)
+    if data.dcr_enabled is False and (zone.dcr_enabled or shutdown is not None):
+        await _shut_down_dcr(conn, zone_id, shutdown, caller)
+    try:
+        async with conn.begin_nested():
+            row = (await conn.execute(
+                update(zones).where(zones.c.id == zone_id)
+                .values(**changes, updated_at=func.now()).returning(*_COLUMNS))).one()
+    except IntegrityError as exc:
+        raise _slug_conflict(exc, str(changes.get("slug"))) from exc
+    await record_change(conn, "zone.updated", entity_type="zone", entity_id=zone_id, zone_id=zone_id,
+                        request_id=caller.request_id)
+    return zone_wire(row)
+
+
+async def _shut_down_dcr(conn: AsyncConnection, zone_id: str, mode: str | None, caller: Caller) -> None:
+    """Disable registration; live DCR applications need an explicit keep_live or revoke_live."""
+    live = await live_dcr_applications(conn, zone_id)
+    if live and mode is None:
+        raise Conflict("dcr_shutdown_required", "the zone has live DCR applications",
+                       live_dcr_applications=live)
+    effective = "no_live" if live == 0 else mode or "keep_live"
+    await record_audit(
+        conn, caller, action=f"DCR shutdown {effective}", zone_id=zone_id, entity_type="zones", entity_id=zone_id,
+        payload={"dcr_registration_disabled": True, "dcr_shutdown_mode": effective,
+                 "live_dcr_applications": live, "revoked_applications": 0, "revoked_sessions": 0,
+                 "terminated_agents": 0, "revoked_delegations": 0},
+    )
+
+
+async def delete_zone(conn: AsyncConnection, zone_id: str, caller: Caller) -> None:
+    result = await conn.execute(
+        update(zones).where(zones.c.id == zone_id, zones.c.archived_at.is_(None))
+        .values(archived_at=func.now(), updated_at=func.now()).returning(zones.c.id))
+    if result.first() is None:
+        raise NotFound("zone_not_found", f"zone {zone_id} does not exist")
+    await record_change(conn, "zone.deleted", entity_type="zone", entity_id=zone_id, zone_id=zone_id,
+                        request_id=caller.request_id)
+
+
+async def zone_is_live(conn: AsyncConnection, zone_id: str) -> bool:
+    query = text("SELECT 1 FROM zones WHERE id = :id AND archived_at IS NULL")
+    return (await conn.execute(query, {"id": zone_id})).first() is not None

@@ -1,0 +1,17 @@
+"""Identifiers: UUIDv7, lowercase and hyphenated, as the contract requires."""
+
+from __future__ import annotations
+
+import re
+
+import uuid_utils
+
+PATH_PARAM = re.compile(r"^[A-Za-z0-9_.\-:]{1,128}$")
+
+
+def new_id() -> str:
+    return str(uuid_utils.uuid7())
+
+
+def is_valid_param(value: str) -> bool:
+    return PATH_PARAM.match(value) is not None

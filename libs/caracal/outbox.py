@@ -1,0 +1,66 @@
+"""The one way to emit an event: an event_outbox row written in the caller's transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sqlalchemy import insert, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from caracal.db.schema import event_outbox
+from caracal.events import CHANGES, Scalar
+from caracal.ids import new_id
+
+WAKE_CHANNEL = "caracal:outbox:wake"
+
+
+async def record_event(
+    conn: AsyncConnection,
+    stream: str,
+    payload: Mapping[str, Scalar],
+    *,
+    request_id: str | None = None,
+) -> str:
+    """Insert the event in the current transaction; it reaches its stream only if that commits."""
+    outbox_id = new_id()
+    await conn.execute(
+        insert(event_outbox).values(
+            id=outbox_id, stream_name=stream, payload_json=dict(payload), request_id=request_id
+        )
+    )
+    return outbox_id
+
+
+async def record_change(
+    conn: AsyncConnection,
+    event: str,
+    *,
+    entity_type: str,
+    entity_id: str,
+    zone_id: str | None,
+    request_id: str | None = None,
+) -> str:
+    """A `caracal.changes` entry: what changed (`zone.created`, ...), in which zone, which entity."""
+    payload: dict[str, Scalar] = {
+        "event": event,
+        "zone_id": zone_id,
+        "entity_type": entity_type,
+        "entity_id": entity_id,
+    }
+    return await record_event(conn, CHANGES, payload, request_id=request_id)
+
+
+_PRUNE = text(
+    """
+    DELETE FROM event_outbox WHERE id IN (
+        SELECT id FROM event_outbox
+         WHERE dispatched_at IS NOT NULL AND dispatched_at < now() - make_interval(hours => :hours)
+         LIMIT :batch)
+    """
+)
+
+
+async def prune_delivered(conn: AsyncConnection, retention_hours: int, batch: int = 5000) -> int:
+    """Delete one bounded batch of rows delivered longer ago than the retention period."""
+    result = await conn.execute(_PRUNE, {"hours": retention_hours, "batch": batch})
+    return int(result.rowcount or 0)

@@ -1,0 +1,227 @@
+"""Process configuration: every environment variable, read once in main() into a frozen object."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+MODES = ("dev", "rc", "stable")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_KEK_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_HEX = re.compile(r"^[0-9a-fA-F]+$")
+_SECRET_VARS = ("DATABASE_URL", "REDIS_URL", "CARACAL_ADMIN_TOKEN", "CARACAL_KEK", "STREAMS_HMAC_KEY")
+
+
+class SettingsError(ValueError):
+    """A variable has a value the process cannot run with; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRing:
+    """Key-encryption keys by id; the first one wraps new DEKs, all of them unwrap."""
+
+    keys: tuple[tuple[str, bytes], ...] = ()
+
+    @property
+    def active(self) -> tuple[str, bytes] | None:
+        return self.keys[0] if self.keys else None
+
+    def get(self, key_id: str) -> bytes | None:
+        return next((key for kid, key in self.keys if kid == key_id), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str | None = None
+    redis_url: str | None = None
+    port: int = 3000
+    admin_token: str | None = None
+    local_bootstrap_enabled: bool = False
+    db_pool_max: int = 20
+    db_statement_timeout_ms: int = 15000
+    outbox_poll_ms: int = 250
+    outbox_batch: int = 32
+    outbox_max_attempts: int = 100
+    outbox_stream_maxlen: int = 100_000
+    outbox_retention_hours: int = 168
+    outbox_ready_dead_max: int = 0
+    shutdown_timeout_ms: int = 15000
+    kek: KeyRing = field(default_factory=KeyRing)
+    streams_hmac_key: bytes | None = None
+    mode: str = "stable"
+    log_level: str = "info"
+    body_limit_bytes: int = 1_048_576
+    v1_rate_limit_per_min: int = 600
+    auth_fail_limit_per_min: int = 60
+    ready_rate_limit_per_min: int = 120
+    trust_proxy: bool = False
+    metrics_bearer: str | None = None
+    worker_id: str = ""
+    data_dir: Path = Path(".caracal")
+    reaper_interval_ms: int = 60_000
+
+    @property
+    def dev(self) -> bool:
+        return self.mode == "dev"
+
+    def require_servers(self) -> tuple[str, str]:
+        """The URLs every service needs; `caracal up` fills them before services start."""
+        if not self.database_url:
+            raise SettingsError("DATABASE_URL: required (postgresql://user:pass@host:port/db)")
+        if not self.redis_url:
+            raise SettingsError("REDIS_URL: required (redis://host:port/0)")
+        return self.database_url, self.redis_url
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from the environment; raises SettingsError naming the first bad variable."""
+    env = _with_secret_files(dict(os.environ if env is None else env))
+    reader = _Reader(env)
+    settings = Settings(
+        database_url=_postgres_url(reader.text("DATABASE_URL")),
+        redis_url=_redis_url(reader.text("REDIS_URL")),
+        port=reader.integer("PORT", 3000, 1, 65535),
+        admin_token=_admin_token(reader.text("CARACAL_ADMIN_TOKEN")),
+        local_bootstrap_enabled=reader.boolean("CARACAL_LOCAL_BOOTSTRAP_ENABLED", False),
+        db_pool_max=reader.integer("CARACAL_DB_POOL_MAX", 20, 1, 1000),
+        db_statement_timeout_ms=reader.integer("CARACAL_DB_STATEMENT_TIMEOUT_MS", 15000, 0, 3_600_000),
+        outbox_poll_ms=reader.integer("CARACAL_OUTBOX_POLL_MS", 250, 10, 600_000),
+        outbox_batch=reader.integer("CARACAL_OUTBOX_BATCH", 32, 1, 10_000),
+        outbox_max_attempts=reader.integer("CARACAL_OUTBOX_MAX_ATTEMPTS", 100, 1, 1_000_000),
+        outbox_stream_maxlen=reader.integer("CARACAL_OUTBOX_STREAM_MAXLEN", 100_000, 0, 10**9),
+        outbox_retention_hours=reader.integer("CARACAL_OUTBOX_RETENTION_HOURS", 168, 0, 100_000),
+        outbox_ready_dead_max=reader.integer("CARACAL_OUTBOX_READY_DEAD_MAX", 0, 0, 10**9),
+        shutdown_timeout_ms=reader.integer("CARACAL_SHUTDOWN_TIMEOUT_MS", 15000, 0, 3_600_000),
+        kek=reader.parsed("CARACAL_KEK", parse_kek, KeyRing()),
+        streams_hmac_key=reader.parsed("STREAMS_HMAC_KEY", parse_hmac_key, None),
+        mode=reader.choice("CARACAL_MODE", "stable", MODES),
+        log_level=reader.choice("LOG_LEVEL", "info", LOG_LEVELS),
+        body_limit_bytes=reader.integer("API_BODY_LIMIT_BYTES", 1_048_576, 1024, 1 << 30),
+        v1_rate_limit_per_min=reader.integer("API_V1_RATE_LIMIT_PER_MIN", 600, 0, 10**9),
+        auth_fail_limit_per_min=reader.integer("ADMIN_AUTH_FAIL_LIMIT_PER_MIN", 60, 0, 10**9),
+        ready_rate_limit_per_min=reader.integer("READY_RATE_LIMIT_PER_MIN", 120, 0, 10**9),
+        trust_proxy=reader.boolean("TRUST_PROXY", False),
+        metrics_bearer=reader.text("METRICS_BEARER"),
+        worker_id=reader.text("WORKER_ID") or f"{socket.gethostname()}:{os.getpid()}",
+        data_dir=Path(reader.text("CARACAL_DATA_DIR") or ".caracal"),
+        reaper_interval_ms=reader.integer("CARACAL_REAPER_INTERVAL_MS", 60_000, 10, 86_400_000),
+    )
+    _check_mode(settings)
+    return settings
+
+
+def _check_mode(settings: Settings) -> None:
+    if settings.dev:
+        return
+    if settings.streams_hmac_key is None:
+        raise SettingsError(f"STREAMS_HMAC_KEY: required when CARACAL_MODE={settings.mode} (hex, >= 32 bytes)")
+    if settings.kek.active is None:
+        raise SettingsError(f"CARACAL_KEK: required when CARACAL_MODE={settings.mode} (<id>:<64 hex>,...)")
+
+
+def parse_kek(raw: str) -> KeyRing:
+    """`<id>:<64 hex>[,<id>:<64 hex>...]`; a bare 64-hex key gets the id `default`."""
+    keys: list[tuple[str, bytes]] = []
+    for part in (p.strip() for p in raw.split(",")):
+        key_id, _, hexkey = part.rpartition(":") if ":" in part else ("default", "", part)
+        if not _KEK_ID.match(key_id):
+            raise ValueError(f"key id {key_id!r} must match [A-Za-z0-9_.-]{{1,64}}")
+        if len(hexkey) != 64 or not _HEX.match(hexkey):
+            raise ValueError(f"key {key_id!r} must be 64 hex characters (32 bytes)")
+        if any(kid == key_id for kid, _ in keys):
+            raise ValueError(f"key id {key_id!r} appears twice")
+        keys.append((key_id, bytes.fromhex(hexkey)))
+    return KeyRing(tuple(keys))
+
+
+def parse_hmac_key(raw: str) -> bytes:
+    if not _HEX.match(raw) or len(raw) % 2:
+        raise ValueError("must be an even number of hex characters")
+    key = bytes.fromhex(raw)
+    if len(key) < 32:
+        raise ValueError(f"must decode to at least 32 bytes, got {len(key)}")
+    return key
+
+
+def _postgres_url(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    if not re.match(r"^postgres(ql)?(\+asyncpg)?://", raw):
+        raise SettingsError("DATABASE_URL: must start with postgresql:// (or postgres://)")
+    return raw
+
+
+def _redis_url(raw: str | None) -> str | None:
+    if raw is not None and not re.match(r"^(redis|rediss|unix)://", raw):
+        raise SettingsError("REDIS_URL: must start with redis://, rediss:// or unix://")
+    return raw
+
+
+def _admin_token(raw: str | None) -> str | None:
+    if raw is not None and not 16 <= len(raw) <= 4096:
+        raise SettingsError("CARACAL_ADMIN_TOKEN: must be 16..4096 characters")
+    return raw
+
+
+def _with_secret_files(env: dict[str, str]) -> dict[str, str]:
+    """Secret variables may come as <NAME>_FILE (content, trailing whitespace trimmed)."""
+    for name in _SECRET_VARS:
+        path = env.get(f"{name}_FILE")
+        if path and not env.get(name):
+            try:
+                env[name] = Path(path).read_text(encoding="utf-8").rstrip()
+            except OSError as exc:
+                raise SettingsError(f"{name}_FILE: cannot read {path}: {exc.strerror}") from exc
+    return env
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def text(self, name: str) -> str | None:
+        value = self._env.get(name, "").strip()
+        return value or None
+
+    def parsed(self, name: str, parse: Callable[[str], T], default: T) -> T:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            return parse(raw)
+        except ValueError as exc:
+            raise SettingsError(f"{name}: {exc}") from exc
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        if not re.fullmatch(r"-?\d+", raw):
+            raise SettingsError(f"{name}: must be an integer, got {raw!r}")
+        value = int(raw)
+        if not low <= value <= high:
+            raise SettingsError(f"{name}: must be between {low} and {high}, got {value}")
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        if raw.lower() in ("true", "1", "yes", "on"):
+            return True
+        if raw.lower() in ("false", "0", "no", "off"):
+            return False
+        raise SettingsError(f"{name}: must be true or false, got {raw!r}")
+
+    def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
+        raw = (self.text(name) or default).lower()
+        if raw not in allowed:
+            raise SettingsError(f"{name}: must be one of {', '.join(allowed)}, got {raw!r}")
+        return raw

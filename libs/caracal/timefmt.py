@@ -1,0 +1,23 @@
+"""Timestamps on the wire: ISO-8601 UTC with exactly three fractional digits and `Z`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def iso_ms(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def iso_us(value: datetime) -> str:
+    """Full precision, for cursors: a row in the same millisecond is never skipped."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_iso(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        raise ValueError("timestamp must carry a time zone")
+    return parsed

@@ -1,0 +1,80 @@
+"""The app factory: routes, the guard, the error mapper, OpenAPI, and resources per process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar, Router
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.types import ASGIApp
+from redis.asyncio import Redis
+
+from caracal.db.engine import create_engine
+from caracal.settings import Settings
+from caracal_api.auth import admin_guard
+from caracal_api.errors import handle_exception
+from caracal_api.metrics import HttpMetrics
+from caracal_api.middleware import RequestContext
+from caracal_api.resources import Resources
+from caracal_api.routes.admin_tokens import AdminTokenController, local_bootstrap
+from caracal_api.routes.health import health, metrics, ready
+from caracal_api.routes.outbox import OutboxController
+from caracal_api.routes.zones import ZoneController
+
+
+async def guard_v1(connection: ASGIConnection[..., ..., ..., ...], handler: BaseRouteHandler) -> None:
+    if not handler.opt.get("public"):
+        await admin_guard(connection, handler)
+
+
+def build_resources(settings: Settings) -> Resources:
+    _, redis_url = settings.require_servers()
+    redis = Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30)
+    return Resources(settings=settings, engine=create_engine(settings), redis=redis)
+
+
+def create_app(settings: Settings, resources: Resources | None = None) -> ASGIApp:
+    """The ASGI app; `resources` may be given by tests that share one engine."""
+    res = resources or build_resources(settings)
+    http_metrics = HttpMetrics()
+
+    @asynccontextmanager
+    async def lifespan(_app: Litestar) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            for task in list(res.background):
+                await task
+            if resources is None:
+                await res.redis.aclose()
+                await res.engine.dispose()
+
+    v1 = Router(path="/", route_handlers=[ZoneController, AdminTokenController, OutboxController, local_bootstrap],
+                guards=[guard_v1], security=[{"bearer": []}])
+    app = Litestar(
+        route_handlers=[v1, health, ready, metrics],
+        exception_handlers={Exception: handle_exception},
+        lifespan=[lifespan],
+        request_max_body_size=settings.body_limit_bytes,
+        state=_state(res, http_metrics),
+        openapi_config=OpenAPIConfig(
+            title="Caracal control plane", version="0.1.0", path="/",
+            render_plugins=[JsonRenderPlugin(path="/openapi.json"), SwaggerRenderPlugin(path="/docs")],
+            components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}),
+        ),
+        debug=False,
+        logging_config=None,
+    )
+    return RequestContext(app, res, http_metrics)
+
+
+def _state(res: Resources, http_metrics: HttpMetrics) -> Any:
+    from litestar.datastructures import State  # noqa: PLC0415
+
+    return State({"resources": res, "http_metrics": http_metrics})

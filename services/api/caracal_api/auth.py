@@ -1,0 +1,97 @@
+"""The admin-token guard: bearer lookup, failed-auth limit, zone scope, capability, path params."""
+
+from __future__ import annotations
+
+from urllib.parse import unquote
+
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+
+from caracal.db.engine import reading
+from caracal.domain.admin_tokens import authenticate, touch_last_used
+from caracal.domain.context import Actor, Caller
+from caracal.errors import Forbidden, InvalidInput, RateLimited, Unauthorized
+from caracal.ids import is_valid_param
+from caracal_api.ratelimit import minute_key, over_limit
+from caracal_api.resources import Resources
+
+MAX_TOKEN = 4096
+ZONE_TOKEN_PATHS = ("/v1/policies/validate", "/v1/policy-templates")
+LAST_USED_DEBOUNCE_S = 60
+
+
+def client_ip(connection: ASGIConnection[..., ..., ..., ...], trust_proxy: bool) -> str:
+    if trust_proxy:
+        forwarded = connection.headers.get("x-forwarded-for", "")
+        if forwarded.strip():
+            return forwarded.split(",")[0].strip()
+    return connection.client.host if connection.client else "unknown"
+
+
+def bearer_token(header: str | None) -> str | None:
+    if header is None or not header.startswith("Bearer "):
+        return None
+    token = header[len("Bearer "):].strip()
+    return token if 1 <= len(token) <= MAX_TOKEN else None
+
+
+async def admin_guard(connection: ASGIConnection[..., ..., ..., ...], handler: BaseRouteHandler) -> None:
+    """Runs before every /v1 handler; leaves the Caller in connection.state.caller."""
+    res: Resources = connection.app.state.resources
+    ip = client_ip(connection, res.settings.trust_proxy)
+    if await over_limit(res.redis, minute_key("api:v1_rl:ip", ip), res.settings.v1_rate_limit_per_min):
+        raise RateLimited("rate_limited", "too many requests from this address")
+    actor = await _authenticated(connection, res, ip)
+    connection.state.caller = Caller(actor, connection.state.request_id)
+    _check_scope(actor, connection, handler)
+    _check_capability(actor, connection.method, handler)
+    for value in connection.path_params.values():
+        if not isinstance(value, str) or not is_valid_param(value):
+            raise InvalidInput(handler.opt.get("param_error", "invalid_params"), "malformed path parameter")
+    if await over_limit(res.redis, minute_key("api:v1_rl:actor", actor.id), res.settings.v1_rate_limit_per_min):
+        raise RateLimited("rate_limited", "too many requests with this token")
+    res.spawn(_touch(res, actor.id))
+
+
+async def _authenticated(connection: ASGIConnection[..., ..., ..., ...], res: Resources, ip: str) -> Actor:
+    token = bearer_token(connection.headers.get("authorization"))
+    actor = None
+    if token is not None:
+        async with reading(res.engine) as conn:
+            actor = await authenticate(conn, token)
+    if actor is not None:
+        return actor
+    limit = res.settings.auth_fail_limit_per_min
+    if await over_limit(res.redis, minute_key("api:admin_auth_fail", ip), limit):
+        raise RateLimited("rate_limited", "too many failed authentications from this address")
+    raise Unauthorized("invalid_admin_token", "missing, unknown or revoked admin token")
+
+
+def _check_scope(actor: Actor, connection: ASGIConnection[..., ..., ..., ...], handler: BaseRouteHandler) -> None:
+    if actor.is_global:
+        return
+    if handler.opt.get("global_only"):
+        raise Forbidden(handler.opt["global_only"], "this route needs a global admin token")
+    path = unquote(connection.url.path)
+    own = f"/v1/zones/{actor.zone_id}"
+    if path == own or path.startswith(own + "/") or path.startswith(ZONE_TOKEN_PATHS):
+        return
+    raise Forbidden("admin_token_zone_mismatch", "this token is limited to its own zone")
+
+
+def _check_capability(actor: Actor, method: str, handler: BaseRouteHandler) -> None:
+    if method in ("GET", "HEAD") or actor.capability == "write":
+        return
+    if actor.capability == "approve":
+        if handler.opt.get("approval"):
+            return
+        raise Forbidden("admin_token_approve_only", "an approve token may only read and satisfy challenges")
+    raise Forbidden("admin_token_read_only", "a read token may only use GET and HEAD")
+
+
+async def _touch(res: Resources, token_id: str) -> None:
+    """last_used_at, at most once a minute per token (debounced in Redis)."""
+    fresh = await res.redis.set(f"api:admin_token_touched:{token_id}", "1", nx=True, ex=LAST_USED_DEBOUNCE_S)
+    if fresh:
+        async with res.engine.begin() as conn:
+            await touch_last_used(conn, token_id)

@@ -1,0 +1,83 @@
+"""The one error mapper: every failure becomes the contract's `{"error": code}` plus RFC 9457 members."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+
+from caracal.db.engine import translate_db_error
+from caracal.errors import CaracalError
+
+log = logging.getLogger("caracal.api.errors")
+PROBLEM = "application/problem+json"
+_TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+           409: "Conflict", 413: "Content Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Content",
+           429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
+_PATH_IN_MESSAGE = re.compile(r"`\$((?:\.[^`.\[]+|\[\d+\])*)`")
+
+
+def problem(status: int, code: str, detail: str | None = None, **extra: Any) -> Response[dict[str, Any]]:
+    title = _TITLES.get(status, "Error")
+    body = {"error": code, "type": f"urn:caracal:error:{code}", "title": title, "status": status,
+            "detail": detail or title, **extra}
+    return Response(body, status_code=status, media_type=PROBLEM)
+
+
+def _request_id(request: Request[Any, Any, Any]) -> str:
+    return str(request.scope.get("state", {}).get("request_id", ""))
+
+
+def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    if isinstance(exc, CaracalError):
+        return problem(exc.status, exc.code, exc.detail, **exc.extra)
+    if isinstance(exc, HTTPException):
+        return _http_problem(request, exc)
+    translated = translate_db_error(exc)
+    if isinstance(translated, CaracalError):
+        return problem(translated.status, translated.code, translated.detail, **translated.extra)
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem(500, "internal_error", "The service failed to process the request",
+                   error_description="The service failed to process the request", requestId=_request_id(request))
+
+
+def _http_problem(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    handler = request.scope.get("route_handler")
+    if handler is None and isinstance(exc, NotFoundException):
+        return problem(404, "Not Found", f"Route {request.method}:{request.url.path} not found",
+                       message=f"Route {request.method}:{request.url.path} not found", statusCode=404)
+    status = exc.status_code
+    if status == 413:
+        return problem(413, "payload_too_large", "the request body is larger than API_BODY_LIMIT_BYTES")
+    if status == 405:
+        return problem(405, "method_not_allowed", f"{request.method} is not allowed here")
+    if status == 400 and handler is not None:
+        return _body_problem(request, exc, handler.opt.get("body_error", "invalid_body"))
+    return problem(status, _TITLES.get(status, "error").lower().replace(" ", "_"), str(exc.detail))
+
+
+def _body_problem(request: Request[Any, Any, Any], exc: HTTPException, code: str) -> Response[dict[str, Any]]:
+    issues = _issues(exc)
+    detail = "; ".join(issue["message"] for issue in issues) or str(exc.detail)
+    if code != "invalid_body":
+        return problem(400, code, detail, issues=issues)
+    return problem(400, code, detail, error_description="Request body failed validation",
+                   requestId=_request_id(request), details={"issues": issues})
+
+
+def _issues(exc: HTTPException) -> list[dict[str, Any]]:
+    if not isinstance(exc, ValidationException) or not isinstance(exc.extra, list):
+        return [{"path": [], "message": str(exc.detail)}]
+    issues = []
+    for item in exc.extra:
+        message = str(item.get("message", "invalid")) if isinstance(item, dict) else str(item)
+        key = item.get("key") if isinstance(item, dict) else None
+        found = _PATH_IN_MESSAGE.search(message)
+        path = [p for p in re.split(r"[.\[\]]", found.group(1)) if p] if found else []
+        if not path and key and key != "data":
+            path = [str(key)]
+        issues.append({"path": path, "message": message})
+    return issues

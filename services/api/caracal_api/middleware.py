@@ -1,0 +1,77 @@
+"""Outermost ASGI layer: request ids, the contract's security headers, HTTP metrics, audit rows."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from caracal.db.engine import transaction
+from caracal.domain.audit import entity_of, record_audit
+from caracal.domain.context import Caller
+from caracal_api.metrics import HttpMetrics
+from caracal_api.resources import Resources
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9_.\-:]{1,128}$")
+MUTATIONS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
+                    (b"cache-control", b"no-store")]
+
+
+def request_id_from(scope: Scope) -> str:
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            candidate = value.decode("latin-1")
+            if REQUEST_ID.match(candidate):
+                return candidate
+    return str(uuid.uuid4())
+
+
+class RequestContext:
+    """Wraps the whole app, so unmatched routes get the same headers as matched ones."""
+
+    def __init__(self, app: ASGIApp, resources: Resources, metrics: HttpMetrics) -> None:
+        self.app = app
+        self.resources = resources
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = request_id_from(scope)
+        scope.setdefault("state", {})["request_id"] = request_id  # type: ignore[typeddict-unknown-key]
+        is_v1 = scope["path"].startswith("/v1/")
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                if is_v1:
+                    headers.extend(SECURITY_HEADERS)
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            template = str(scope.get("path_template", "unmatched"))  # type: ignore[typeddict-item]
+            self.metrics.observe(scope["method"], template, status, time.perf_counter() - started)
+            if is_v1 and (scope["method"] in MUTATIONS or status >= 400):
+                self.resources.spawn(self._audit(scope, status))
+
+    async def _audit(self, scope: Scope, status: int) -> None:
+        state: dict[str, Any] = scope.get("state", {})  # type: ignore[assignment]
+        caller = state.get("caller") or Caller(None, state.get("request_id"))
+        query = scope.get("query_string", b"").decode("latin-1")
+        url = scope["path"] + (f"?{query}" if query else "")
+        zone_id, entity_type, entity_id = entity_of(scope["path"])
+        async with transaction(self.resources.engine) as conn:
+            await record_audit(conn, caller, action=f"{scope['method']} {url}", method=scope["method"], path=url,
+                               status_code=status, zone_id=zone_id, entity_type=entity_type, entity_id=entity_id)

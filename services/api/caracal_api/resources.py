@@ -1,0 +1,53 @@
+"""What every request needs: settings, the database engine and the Redis client."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from litestar.datastructures import State
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from caracal.outbox import WAKE_CHANNEL
+from caracal.settings import Settings
+
+log = logging.getLogger("caracal.api")
+
+
+@dataclass
+class Resources:
+    settings: Settings
+    engine: AsyncEngine
+    redis: Redis
+    draining: bool = False
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Fire-and-forget work after a response (audit rows, last_used_at, wake-up hints)."""
+        task = asyncio.create_task(work)
+        self.background.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self.background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("background work failed: %r", task.exception())
+
+    def wake_dispatcher(self) -> None:
+        """Best-effort hint after a commit, outside the write transaction; the poll is the fallback."""
+        self.spawn(self._publish_wake())
+
+    async def _publish_wake(self) -> None:
+        try:
+            await self.redis.publish(WAKE_CHANNEL, "1")
+        except Exception as exc:  # noqa: BLE001 - a lost hint only delays delivery to the next poll
+            log.debug("wake-up hint not sent: %r", exc)
+
+
+def provide_resources(state: State) -> Resources:
+    resources: Resources = state.resources
+    return resources

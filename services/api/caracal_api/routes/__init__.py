@@ -1,0 +1,1 @@
+"""One module per resource; each route decodes, calls the domain with a transaction, encodes."""

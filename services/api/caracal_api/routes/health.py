@@ -1,0 +1,92 @@
+"""GET /health, /ready and /metrics (CONTRACT.md §7.6), outside /v1 and without admin auth."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Request, Response, get
+from litestar.di import Provide
+from sqlalchemy import text
+
+from caracal.db.engine import reading
+from caracal.db.migrate import head_revision
+from caracal.domain.dead_letters import dead_count, outbox_health
+from caracal.errors import CaracalError
+from caracal.events import CONTRACT_STREAMS, stats_key
+from caracal_api.auth import client_ip
+from caracal_api.metrics import HttpMetrics, outbox_lines
+from caracal_api.ratelimit import minute_key, over_limit
+from caracal_api.resources import Resources, provide_resources
+
+log = logging.getLogger("caracal.api.health")
+DEPS = {"res": Provide(provide_resources, sync_to_thread=False)}
+PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@get("/health", dependencies=DEPS, include_in_schema=True, tags=["operations"], summary="Liveness")
+async def health() -> dict[str, bool]:
+    return {"ok": True}
+
+
+def _not_ready(body: dict[str, Any]) -> Response[dict[str, Any]]:
+    return Response({"ok": False, **body}, status_code=503)
+
+
+@get("/ready", dependencies=DEPS, tags=["operations"], summary="Readiness: Postgres, Redis, schema, outbox")
+async def ready(request: Request[Any, Any, Any], res: Resources) -> Response[dict[str, Any]]:
+    ip = client_ip(request, res.settings.trust_proxy)
+    if await over_limit(res.redis, minute_key("api:ready_rl", ip), res.settings.ready_rate_limit_per_min):
+        return Response({"error": "rate_limited"}, status_code=429)
+    if res.draining:
+        return _not_ready({"draining": True})
+    try:
+        async with reading(res.engine) as conn:
+            await conn.execute(text("SELECT 1"))
+            revision = await conn.run_sync(lambda sync: sync.exec_driver_sql(
+                "SELECT version_num FROM alembic_version").scalar())
+            dead = await dead_count(conn)
+    except Exception:  # noqa: BLE001 - any failure here means "not ready", with its reason
+        return _not_ready({"error": "postgres_unreachable", "dependency": "postgres"})
+    if revision != head_revision():
+        return _not_ready({"error": "migrations_pending", "dependency": "postgres", "revision": revision})
+    try:
+        await res.redis.ping()
+    except Exception:  # noqa: BLE001
+        return _not_ready({"error": "redis_unreachable", "dependency": "redis"})
+    if dead > res.settings.outbox_ready_dead_max:
+        return _not_ready({"error": "outbox_dead_messages", "deadCount": dead,
+                           "limit": res.settings.outbox_ready_dead_max})
+    return Response({"ok": True})
+
+
+@get("/metrics", dependencies=DEPS, tags=["operations"], summary="Prometheus metrics", media_type=PROMETHEUS)
+async def metrics(request: Request[Any, Any, Any], res: Resources) -> Response[str]:
+    bearer = res.settings.metrics_bearer
+    if bearer is not None and request.headers.get("authorization") != f"Bearer {bearer}":
+        return Response({"error": "unauthorized"}, status_code=401)  # type: ignore[arg-type]
+    http: HttpMetrics = request.app.state.http_metrics
+    lines = list(http.render())
+    try:
+        async with reading(res.engine) as conn:
+            health_by_stream = await outbox_health(conn)
+    except CaracalError:
+        health_by_stream = {}
+    streams = sorted(set(CONTRACT_STREAMS) | set(health_by_stream))
+    lines += outbox_lines(health_by_stream, await _dispatch_stats(res, streams))
+    return Response("\n".join(lines) + "\n", media_type=PROMETHEUS)
+
+
+async def _dispatch_stats(res: Resources, streams: list[str]) -> dict[str, dict[str, Any]]:
+    try:
+        async with res.redis.pipeline(transaction=False) as pipe:
+            for stream in streams:
+                pipe.hgetall(stats_key(stream))
+            found = await pipe.execute()
+    except Exception as exc:  # noqa: BLE001 - metrics without Redis still show the database side
+        log.warning("dispatch counters unavailable: %r", exc)
+        return {}
+    return {stream: {k.decode() if isinstance(k, bytes) else k: v for k, v in stats.items()}
+            for stream, stats in zip(streams, found, strict=True)}
+
+

@@ -1,0 +1,72 @@
+"""`caracal dispatcher`: poll (and wake on hints), publish, and drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from caracal.cli import settings_or_exit
+from caracal.db.engine import create_engine
+from caracal.outbox import WAKE_CHANNEL
+from caracal.settings import Settings
+from caracal.telemetry import configure_logging
+from caracal.worker import StopSignal, poll_loop, run_until_stopped, sleep_until
+from caracal_dispatcher.dispatcher import Dispatcher
+from caracal_dispatcher.leases import StreamLeases
+from caracal_dispatcher.publisher import StreamPublisher
+
+log = logging.getLogger("caracal.dispatcher")
+
+
+async def listen_for_wakeups(redis: Redis, wake: asyncio.Event, stop: StopSignal) -> None:
+    """Commit hints from the API and the reaper; losing one only delays delivery to the next poll."""
+    while not stop.is_set:
+        try:
+            async with redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                await pubsub.subscribe(WAKE_CHANNEL)
+                while not stop.is_set:
+                    if await pubsub.get_message(timeout=1.0) is not None:
+                        wake.set()
+        except (RedisError, OSError) as exc:
+            log.debug("wake-up channel unavailable (%r); polling only", exc)
+            await sleep_until(1.0, stop.event)
+
+
+async def run(settings: Settings) -> None:
+    database_url, redis_url = settings.require_servers()
+    stop = StopSignal()
+    stop.install()
+    engine = create_engine(settings, pool_size=3)
+    redis = Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2)
+    wake_redis = Redis.from_url(redis_url, socket_connect_timeout=2)
+    leases = StreamLeases(database_url)
+    dispatcher = Dispatcher(settings, engine, StreamPublisher(redis, settings.streams_hmac_key,
+                                                              settings.outbox_stream_maxlen), leases)
+    wake = asyncio.Event()
+    listener = asyncio.create_task(listen_for_wakeups(wake_redis, wake, stop))
+    log.info("dispatcher %s: polling every %d ms, batches of %d", settings.worker_id, settings.outbox_poll_ms,
+             settings.outbox_batch)
+    try:
+        loop = poll_loop("dispatcher", dispatcher.iteration, stop, error_delay=max(settings.outbox_poll_ms / 1000, 1.0),
+                         wake=wake)
+        await run_until_stopped(loop, stop, settings.shutdown_timeout_ms / 1000)
+    finally:
+        listener.cancel()
+        await leases.close()
+        await engine.dispose()
+        await redis.aclose()
+        await wake_redis.aclose()
+        log.info("dispatcher stopped")
+
+
+def main() -> None:
+    settings = settings_or_exit()
+    configure_logging(settings.log_level, "dispatcher")
+    asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    main()

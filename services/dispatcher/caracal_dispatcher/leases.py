@@ -1,0 +1,65 @@
+"""Stream leases: session advisory locks on one dedicated connection, so they die with their holder."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import asyncpg
+
+from caracal.db.engine import plain_url
+
+log = logging.getLogger("caracal.dispatcher.leases")
+
+_TRY_LOCK = "SELECT pg_try_advisory_lock(hashtextextended('caracal.outbox:' || $1, 0))"
+_UNLOCK = "SELECT pg_advisory_unlock(hashtextextended('caracal.outbox:' || $1, 0))"
+
+
+class StreamLeases:
+    """Which streams this dispatcher publishes; a stream is published by one dispatcher at a time."""
+
+    def __init__(self, database_url: str) -> None:
+        self.url = plain_url(database_url)
+        self.conn: asyncpg.Connection | None = None
+        self.held: set[str] = set()
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self.conn is not None and not self.conn.is_closed():
+            try:
+                await self.conn.fetchval("SELECT 1", timeout=5)
+                return self.conn
+            except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
+                log.warning("lease connection lost (%r); leases are gone", exc)
+        await self._drop()
+        self.conn = await asyncpg.connect(self.url, timeout=5, server_settings={"application_name": "caracal-leases"})
+        return self.conn
+
+    async def claim(self, streams: list[str]) -> list[str]:
+        """Try to take the streams not held yet; returns the ones newly taken (to reconcile)."""
+        conn = await self._connection()
+        taken = []
+        for stream in streams:
+            if stream not in self.held and await conn.fetchval(_TRY_LOCK, stream, timeout=5):
+                self.held.add(stream)
+                taken.append(stream)
+                log.info("lease taken: %s", stream)
+        return taken
+
+    async def release(self, stream: str) -> None:
+        if self.conn is not None and stream in self.held:
+            self.held.discard(stream)
+            with contextlib.suppress(asyncpg.PostgresError, OSError):
+                await self.conn.fetchval(_UNLOCK, stream, timeout=5)
+
+    async def _drop(self) -> None:
+        self.held.clear()
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                await self.conn.close(timeout=2)
+            self.conn = None
+
+    async def close(self) -> None:
+        """Closing the session releases every lease at once."""
+        if self.held:
+            log.info("releasing leases: %s", ", ".join(sorted(self.held)))
+        await self._drop()
