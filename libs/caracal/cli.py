@@ -23,7 +23,7 @@ GENERATED_SECRETS = ("CARACAL_KEK", "STREAMS_HMAC_KEY", "CARACAL_ADMIN_TOKEN")
 
 
 def say(message: str) -> None:
-    print(f"==> {message}", flush=True)  # noqa: T201 - progress for the person running the command
+    print(f"==> {message}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,7 +43,7 @@ def settings_or_exit(env: dict[str, str] | None = None) -> Settings:
     try:
         return load_settings(env)
     except SettingsError as exc:
-        print(f"caracal: configuration error: {exc}", file=sys.stderr)  # noqa: T201
+        print(f"caracal: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
@@ -160,14 +160,16 @@ def _spawn(module: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", module], env=env)
 
 
-def _wait_ready(port: int, children: dict[str, subprocess.Popen[bytes]], stopping: Callable[[], bool]) -> bool:
+def _wait_ready(
+    port: int, children: dict[str, subprocess.Popen[bytes]], stopping: Callable[[], bool]
+) -> bool:
     say("waiting for the API to become ready (migrations run first)")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not stopping():
         if any(child.poll() is not None for child in children.values()):
             return False
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as response:  # noqa: S310
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as response:
                 if response.status == 200:
                     return True
         except (urllib.error.URLError, OSError):
@@ -203,4 +205,4 @@ def _print_summary(settings: Settings, env: dict[str, str]) -> None:
         "  Ctrl-C stops everything; the data stays in the data directory for the next `make up`.",
         "",
     ]
-    print("\n".join(lines), flush=True)  # noqa: T201
+    print("\n".join(lines), flush=True)

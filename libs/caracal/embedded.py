@@ -97,8 +97,20 @@ class EmbeddedPostgres:
             os.chown(self.directory, user.pw_uid, user.pw_gid)
         if not (self.data / "PG_VERSION").exists():
             log.info("postgres: initialising a new cluster in %s", self.data)
-            self._run([_pg_bin("initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
-                       "-E", "UTF8", "--no-instructions"], user)
+            self._run(
+                [
+                    _pg_bin("initdb"),
+                    "-D",
+                    str(self.data),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-instructions",
+                ],
+                user,
+            )
         self._stop_leftover(user)
         self.port = _stored_port(self.directory / "port")
         self.process = self._spawn(user)
@@ -107,15 +119,33 @@ class EmbeddedPostgres:
         return self.url
 
     def _spawn(self, user: pwd.struct_passwd | None) -> subprocess.Popen[bytes]:
-        args = [_pg_bin("postgres"), "-D", str(self.data), "-p", str(self.port), "-h", "127.0.0.1",
-                "-k", str(self.data), "-c", "max_connections=400", "-c", "shared_buffers=128MB"]
+        args = [
+            _pg_bin("postgres"),
+            "-D",
+            str(self.data),
+            "-p",
+            str(self.port),
+            "-h",
+            "127.0.0.1",
+            "-k",
+            str(self.data),
+            "-c",
+            "max_connections=400",
+            "-c",
+            "shared_buffers=128MB",
+        ]
         if not self.durable:
             args += ["-c", "fsync=off", "-c", "full_page_writes=off"]
         logfile = (self.directory / "postgres.log").open("ab")
         log.info("postgres: starting on 127.0.0.1:%d", self.port)
-        return subprocess.Popen(args, stdout=logfile, stderr=subprocess.STDOUT,
-                                user=user.pw_uid if user else None, group=user.pw_gid if user else None,
-                                start_new_session=True)
+        return subprocess.Popen(
+            args,
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+            user=user.pw_uid if user else None,
+            group=user.pw_gid if user else None,
+            start_new_session=True,
+        )
 
     def _wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -123,8 +153,9 @@ class EmbeddedPostgres:
             assert self.process is not None
             if self.process.poll() is not None:
                 raise RuntimeError(f"postgres exited; see {self.directory / 'postgres.log'}")
-            ready = subprocess.run([_pg_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-q"],
-                                   check=False)
+            ready = subprocess.run(
+                [_pg_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-q"], check=False
+            )
             if ready.returncode == 0:
                 return
             time.sleep(0.1)
@@ -132,20 +163,35 @@ class EmbeddedPostgres:
 
     def _ensure_database(self, user: pwd.struct_passwd | None) -> None:
         psql = [_pg_bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-tAq"]
-        exists = subprocess.run([*psql, "-c", f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'"],
-                                check=True, capture_output=True, text=True).stdout.strip()
+        exists = subprocess.run(
+            [*psql, "-v", f"db={self.database}"],
+            input="SELECT 1 FROM pg_database WHERE datname = :'db';",
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         if exists != "1":
-            subprocess.run([*psql, "-c", f'CREATE DATABASE "{self.database}"'], check=True, capture_output=True)
+            subprocess.run(
+                [*psql, "-c", f'CREATE DATABASE "{self.database}"'], check=True, capture_output=True
+            )
 
     def _stop_leftover(self, user: pwd.struct_passwd | None) -> None:
         if (self.data / "postmaster.pid").exists():
-            subprocess.run([_pg_bin("pg_ctl"), "-D", str(self.data), "stop", "-m", "fast", "-w"],
-                           check=False, capture_output=True,
-                           user=user.pw_uid if user else None)
+            subprocess.run(
+                [_pg_bin("pg_ctl"), "-D", str(self.data), "stop", "-m", "fast", "-w"],
+                check=False,
+                capture_output=True,
+                user=user.pw_uid if user else None,
+            )
 
     def _run(self, args: list[str], user: pwd.struct_passwd | None) -> None:
-        subprocess.run(args, check=True, capture_output=True,
-                       user=user.pw_uid if user else None, group=user.pw_gid if user else None)
+        subprocess.run(
+            args,
+            check=True,
+            capture_output=True,
+            user=user.pw_uid if user else None,
+            group=user.pw_gid if user else None,
+        )
 
     def stop(self, mode: signal.Signals = signal.SIGINT) -> None:
         """SIGINT is Postgres' fast shutdown; SIGKILL simulates a crash."""
@@ -192,12 +238,31 @@ class EmbeddedRedis:
         self.directory.mkdir(parents=True, exist_ok=True)
         if not self.port:
             self.port = _stored_port(self.directory / "port")
-        args = [_redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-                "--appendonly", "yes", "--appendfsync", "everysec", "--maxmemory-policy", "noeviction",
-                "--save", "", "--protected-mode", "no", "--logfile", "redis.log"]
+        args = [
+            _redis_binary(),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.directory),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--maxmemory-policy",
+            "noeviction",
+            "--save",
+            "",
+            "--protected-mode",
+            "no",
+            "--logfile",
+            "redis.log",
+        ]
         log.info("redis: starting on 127.0.0.1:%d", self.port)
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         deadline = time.monotonic() + 15
         while not _port_answers(self.port):
             if self.process.poll() is not None or time.monotonic() > deadline:

@@ -23,8 +23,11 @@ def render_value(value: Scalar) -> str:
 
 def canonical_text(stream: str, fields: Mapping[str, Scalar]) -> str:
     lines = [stream]
-    lines.extend(f"{name}={render_value(fields[name])}" for name in sorted(fields) if name != "_sig"
-                 and fields[name] is not None)
+    lines.extend(
+        f"{name}={render_value(fields[name])}"
+        for name in sorted(fields)
+        if name != "_sig" and fields[name] is not None
+    )
     return "\n".join(lines) + "\n"
 
 

@@ -121,7 +121,9 @@ def _check_mode(settings: Settings) -> None:
     if settings.dev:
         return
     if settings.streams_hmac_key is None:
-        raise SettingsError(f"STREAMS_HMAC_KEY: required when CARACAL_MODE={settings.mode} (hex, >= 32 bytes)")
+        raise SettingsError(
+            f"STREAMS_HMAC_KEY: required when CARACAL_MODE={settings.mode} (hex, >= 32 bytes)"
+        )
     if settings.kek.active is None:
         raise SettingsError(f"CARACAL_KEK: required when CARACAL_MODE={settings.mode} (<id>:<64 hex>,...)")
 

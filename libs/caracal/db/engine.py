@@ -56,9 +56,8 @@ def server_settings(settings: Settings) -> dict[str, str]:
 async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """One write transaction, committed explicitly on success; driver errors become CaracalErrors."""
     try:
-        async with engine.connect() as conn:
-            async with conn.begin():
-                yield conn
+        async with engine.connect() as conn, conn.begin():
+            yield conn
     except CaracalError:
         raise
     except Exception as exc:
@@ -100,7 +99,9 @@ def unique_violation_constraint(exc: BaseException) -> str | None:
 
 
 def is_connection_error(exc: BaseException) -> bool:
-    if isinstance(exc, (PoolTimeout, OSError, ConnectionError, asyncpg.exceptions.ConnectionDoesNotExistError)):
+    if isinstance(
+        exc, (PoolTimeout, OSError, ConnectionError, asyncpg.exceptions.ConnectionDoesNotExistError)
+    ):
         return True
     if isinstance(exc, (OperationalError, InterfaceError)) and (
         getattr(exc, "connection_invalidated", False) or _sqlstate(exc) is None

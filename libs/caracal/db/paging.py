@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, Select, and_, or_
+from sqlalchemy import ColumnElement, Select, and_, or_
 
 from caracal.errors import InvalidInput
 from caracal.timefmt import iso_us, parse_iso
@@ -52,8 +52,9 @@ def parse_page(limit: str | None, cursor: str | None, *, default: int = 200, max
     return Page(size, decode_cursor(cursor))
 
 
-def paged(query: Select[Any], created_at: ColumnElement[datetime],
-          row_id: ColumnElement[str], page: Page) -> Select[Any]:
+def paged(
+    query: Select[Any], created_at: ColumnElement[datetime], row_id: ColumnElement[str], page: Page
+) -> Select[Any]:
     """ORDER BY created_at DESC, id DESC, continuing after the cursor's row."""
     if page.after is not None:
         ts, last_id = page.after
@@ -69,8 +70,12 @@ class Listing:
     next_cursor: str | None
 
 
-def listing(rows: Sequence[Row[Any]], page: Page, to_wire: Callable[[Row[Any]], dict[str, Any]],
-            ts_attr: str = "created_at") -> Listing:
+def listing(
+    rows: Sequence[Any],
+    page: Page,
+    to_wire: Callable[[Any], dict[str, Any]],
+    ts_attr: str = "created_at",
+) -> Listing:
     cursor = None
     if rows and len(rows) >= page.limit:
         last = rows[-1]

@@ -6,7 +6,7 @@ import logging
 from typing import Annotated, Any, Literal
 
 import msgspec
-from sqlalchemy import Row, func, insert, select, text, update
+from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from caracal.crypto import digests_equal, new_admin_token, token_digest
@@ -33,43 +33,93 @@ class AdminTokenCreate(msgspec.Struct, forbid_unknown_fields=True):
     capability: Literal["read", "write", "approve"] = "write"
 
 
-_PUBLIC = (admin_tokens.c.id, admin_tokens.c.name, admin_tokens.c.scope, admin_tokens.c.capability,
-           admin_tokens.c.zone_id, admin_tokens.c.created_by, admin_tokens.c.created_at,
-           admin_tokens.c.last_used_at, admin_tokens.c.revoked_at)
+_PUBLIC = (
+    admin_tokens.c.id,
+    admin_tokens.c.name,
+    admin_tokens.c.scope,
+    admin_tokens.c.capability,
+    admin_tokens.c.zone_id,
+    admin_tokens.c.created_by,
+    admin_tokens.c.created_at,
+    admin_tokens.c.last_used_at,
+    admin_tokens.c.revoked_at,
+)
 
 
-def token_wire(row: Row[Any]) -> dict[str, Any]:
+def token_wire(row: Any) -> dict[str, Any]:
     return {
-        "id": row.id, "name": row.name, "scope": row.scope, "capability": row.capability,
-        "zone_id": row.zone_id, "created_by": row.created_by, "created_at": iso_ms(row.created_at),
-        "last_used_at": iso_ms(row.last_used_at), "revoked_at": iso_ms(row.revoked_at),
+        "id": row.id,
+        "name": row.name,
+        "scope": row.scope,
+        "capability": row.capability,
+        "zone_id": row.zone_id,
+        "created_by": row.created_by,
+        "created_at": iso_ms(row.created_at),
+        "last_used_at": iso_ms(row.last_used_at),
+        "revoked_at": iso_ms(row.revoked_at),
     }
 
 
 async def authenticate(conn: AsyncConnection, token: str) -> Actor | None:
     """The actor behind a bearer token, or None when it is unknown or revoked."""
     digest = token_digest(token)
-    row = (await conn.execute(
-        select(admin_tokens.c.id, admin_tokens.c.name, admin_tokens.c.scope, admin_tokens.c.zone_id,
-               admin_tokens.c.capability, admin_tokens.c.token_sha256)
-        .where(admin_tokens.c.token_sha256 == digest, admin_tokens.c.revoked_at.is_(None)))).first()
+    row = (
+        await conn.execute(
+            select(
+                admin_tokens.c.id,
+                admin_tokens.c.name,
+                admin_tokens.c.scope,
+                admin_tokens.c.zone_id,
+                admin_tokens.c.capability,
+                admin_tokens.c.token_sha256,
+            ).where(admin_tokens.c.token_sha256 == digest, admin_tokens.c.revoked_at.is_(None))
+        )
+    ).first()
     if row is None or not digests_equal(bytes(row.token_sha256), digest):
         return None
     return Actor(id=row.id, name=row.name, scope=row.scope, zone_id=row.zone_id, capability=row.capability)
 
 
 async def touch_last_used(conn: AsyncConnection, token_id: str) -> None:
-    await conn.execute(update(admin_tokens).where(admin_tokens.c.id == token_id).values(last_used_at=func.now()))
+    await conn.execute(
+        update(admin_tokens).where(admin_tokens.c.id == token_id).values(last_used_at=func.now())
+    )
 
 
-async def _mint(conn: AsyncConnection, *, name: str, scope: str, zone_id: str | None, capability: str,
-                created_by: str, caller: Caller) -> dict[str, Any]:
+async def _mint(
+    conn: AsyncConnection,
+    *,
+    name: str,
+    scope: str,
+    zone_id: str | None,
+    capability: str,
+    created_by: str,
+    caller: Caller,
+) -> dict[str, Any]:
     token = new_admin_token()
-    row = (await conn.execute(insert(admin_tokens).values(
-        id=new_id(), name=name, token_sha256=token_digest(token), scope=scope, zone_id=zone_id,
-        capability=capability, created_by=created_by).returning(*_PUBLIC))).one()
-    await record_change(conn, "admin_token.created", entity_type="admin_token", entity_id=row.id,
-                        zone_id=zone_id, request_id=caller.request_id)
+    row = (
+        await conn.execute(
+            insert(admin_tokens)
+            .values(
+                id=new_id(),
+                name=name,
+                token_sha256=token_digest(token),
+                scope=scope,
+                zone_id=zone_id,
+                capability=capability,
+                created_by=created_by,
+            )
+            .returning(*_PUBLIC)
+        )
+    ).one()
+    await record_change(
+        conn,
+        "admin_token.created",
+        entity_type="admin_token",
+        entity_id=row.id,
+        zone_id=zone_id,
+        request_id=caller.request_id,
+    )
     created = token_wire(row)
     del created["last_used_at"], created["revoked_at"]
     return {**created, "token": token}
@@ -83,27 +133,48 @@ async def create_admin_token(conn: AsyncConnection, data: AdminTokenCreate, call
         raise InvalidInput("zone_id_not_allowed_for_global", "a global token has no zone_id")
     if data.zone_id is not None:
         await require_live_zone(conn, data.zone_id)
-    return await _mint(conn, name=data.name, scope=data.scope, zone_id=data.zone_id,
-                       capability=data.capability, created_by=caller.actor_name, caller=caller)
+    return await _mint(
+        conn,
+        name=data.name,
+        scope=data.scope,
+        zone_id=data.zone_id,
+        capability=data.capability,
+        created_by=caller.actor_name,
+        caller=caller,
+    )
 
 
 async def list_admin_tokens(conn: AsyncConnection, page: Page) -> Listing:
-    rows = (await conn.execute(paged(select(*_PUBLIC), admin_tokens.c.created_at, admin_tokens.c.id, page))).all()
+    rows = (
+        await conn.execute(paged(select(*_PUBLIC), admin_tokens.c.created_at, admin_tokens.c.id, page))
+    ).all()
     return listing(rows, page, token_wire)
 
 
 async def revoke_admin_token(conn: AsyncConnection, token_id: str, caller: Caller) -> None:
     """Revoke at once (every replica looks tokens up per request); revoking twice changes nothing."""
-    row = (await conn.execute(
-        select(admin_tokens.c.revoked_at, admin_tokens.c.zone_id).where(admin_tokens.c.id == token_id)
-        .with_for_update())).first()
+    row = (
+        await conn.execute(
+            select(admin_tokens.c.revoked_at, admin_tokens.c.zone_id)
+            .where(admin_tokens.c.id == token_id)
+            .with_for_update()
+        )
+    ).first()
     if row is None:
         raise NotFound("admin_token_not_found", f"admin token {token_id} does not exist")
     if row.revoked_at is not None:
         return
-    await conn.execute(update(admin_tokens).where(admin_tokens.c.id == token_id).values(revoked_at=func.now()))
-    await record_change(conn, "admin_token.revoked", entity_type="admin_token", entity_id=token_id,
-                        zone_id=row.zone_id, request_id=caller.request_id)
+    await conn.execute(
+        update(admin_tokens).where(admin_tokens.c.id == token_id).values(revoked_at=func.now())
+    )
+    await record_change(
+        conn,
+        "admin_token.revoked",
+        entity_type="admin_token",
+        entity_id=token_id,
+        zone_id=row.zone_id,
+        request_id=caller.request_id,
+    )
 
 
 async def seed_env_token(conn: AsyncConnection, token: str) -> None:
@@ -113,30 +184,58 @@ async def seed_env_token(conn: AsyncConnection, token: str) -> None:
     """
     digest = token_digest(token)
     await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _BOOTSTRAP_LOCK})
-    known = (await conn.execute(select(admin_tokens.c.id, admin_tokens.c.revoked_at)
-                                .where(admin_tokens.c.token_sha256 == digest))).all()
+    known = (
+        await conn.execute(
+            select(admin_tokens.c.id, admin_tokens.c.revoked_at).where(admin_tokens.c.token_sha256 == digest)
+        )
+    ).all()
     if not known:
         token_id = new_id()
-        await conn.execute(insert(admin_tokens).values(
-            id=token_id, name="bootstrap", token_sha256=digest, scope="global", zone_id=None,
-            capability="write", created_by=ENV_BOOTSTRAP))
-        await record_change(conn, "admin_token.created", entity_type="admin_token", entity_id=token_id,
-                            zone_id=None)
+        await conn.execute(
+            insert(admin_tokens).values(
+                id=token_id,
+                name="bootstrap",
+                token_sha256=digest,
+                scope="global",
+                zone_id=None,
+                capability="write",
+                created_by=ENV_BOOTSTRAP,
+            )
+        )
+        await record_change(
+            conn, "admin_token.created", entity_type="admin_token", entity_id=token_id, zone_id=None
+        )
     elif all(row.revoked_at is not None for row in known):
         log.warning("CARACAL_ADMIN_TOKEN was revoked through the API; it stays revoked")
     await conn.execute(
         update(admin_tokens)
-        .where(admin_tokens.c.created_by == ENV_BOOTSTRAP, admin_tokens.c.revoked_at.is_(None),
-               admin_tokens.c.token_sha256 != digest)
-        .values(revoked_at=func.now()))
+        .where(
+            admin_tokens.c.created_by == ENV_BOOTSTRAP,
+            admin_tokens.c.revoked_at.is_(None),
+            admin_tokens.c.token_sha256 != digest,
+        )
+        .values(revoked_at=func.now())
+    )
 
 
 async def bootstrap_local_token(conn: AsyncConnection, caller: Caller) -> dict[str, Any]:
     """Mint the first global token, once: afterwards 409 bootstrap_already_done."""
     await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _BOOTSTRAP_LOCK})
-    usable = (await conn.execute(select(admin_tokens.c.id).where(
-        admin_tokens.c.scope == "global", admin_tokens.c.revoked_at.is_(None)).limit(1))).first()
+    usable = (
+        await conn.execute(
+            select(admin_tokens.c.id)
+            .where(admin_tokens.c.scope == "global", admin_tokens.c.revoked_at.is_(None))
+            .limit(1)
+        )
+    ).first()
     if usable is not None:
         raise Conflict("bootstrap_already_done", "a global admin token already exists")
-    return await _mint(conn, name="local-bootstrap", scope="global", zone_id=None, capability="write",
-                       created_by=LOCAL_BOOTSTRAP, caller=caller)
+    return await _mint(
+        conn,
+        name="local-bootstrap",
+        scope="global",
+        zone_id=None,
+        capability="write",
+        created_by=LOCAL_BOOTSTRAP,
+        caller=caller,
+    )

@@ -12,10 +12,24 @@ from caracal.domain.context import Caller
 from caracal.ids import new_id
 
 RLS_PAYLOAD = {"rls_bypass": True, "rls_mode": "control_plane_wildcard", "rls_zone_guc": "*"}
-ENTITY_SEGMENTS = frozenset({
-    "zones", "applications", "resources", "providers", "provider-grants", "policies", "policy-sets",
-    "policy-templates", "grants", "invitations", "teams", "step-up-challenges", "admin-tokens", "outbox",
-})
+ENTITY_SEGMENTS = frozenset(
+    {
+        "zones",
+        "applications",
+        "resources",
+        "providers",
+        "provider-grants",
+        "policies",
+        "policy-sets",
+        "policy-templates",
+        "grants",
+        "invitations",
+        "teams",
+        "step-up-challenges",
+        "admin-tokens",
+        "outbox",
+    }
+)
 
 
 def entity_of(path: str) -> tuple[str | None, str | None, str | None]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Row, func, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from caracal.db.paging import Listing, Page, listing, paged
@@ -14,25 +14,41 @@ from caracal.errors import Conflict, NotFound
 from caracal.outbox import record_change
 from caracal.timefmt import iso_ms
 
-_COLUMNS = (event_outbox.c.id, event_outbox.c.stream_name, event_outbox.c.payload_json,
-            event_outbox.c.attempts, event_outbox.c.last_error, event_outbox.c.request_id,
-            event_outbox.c.created_at, event_outbox.c.dispatched_at, event_outbox.c.dead_at,
-            event_outbox.c.available_at)
+_COLUMNS = (
+    event_outbox.c.id,
+    event_outbox.c.stream_name,
+    event_outbox.c.payload_json,
+    event_outbox.c.attempts,
+    event_outbox.c.last_error,
+    event_outbox.c.request_id,
+    event_outbox.c.created_at,
+    event_outbox.c.dispatched_at,
+    event_outbox.c.dead_at,
+    event_outbox.c.available_at,
+)
 _REQUEUE_BATCH = 1000
 
 
-def outbox_wire(row: Row[Any]) -> dict[str, Any]:
+def outbox_wire(row: Any) -> dict[str, Any]:
     state = "dispatched" if row.dispatched_at else "dead" if row.dead_at else "pending"
     return {
-        "id": row.id, "stream_name": row.stream_name, "payload_json": row.payload_json, "state": state,
-        "attempts": row.attempts, "last_error": row.last_error, "request_id": row.request_id,
-        "created_at": iso_ms(row.created_at), "dispatched_at": iso_ms(row.dispatched_at),
+        "id": row.id,
+        "stream_name": row.stream_name,
+        "payload_json": row.payload_json,
+        "state": state,
+        "attempts": row.attempts,
+        "last_error": row.last_error,
+        "request_id": row.request_id,
+        "created_at": iso_ms(row.created_at),
+        "dispatched_at": iso_ms(row.dispatched_at),
         "dead_at": iso_ms(row.dead_at),
     }
 
 
 async def list_dead(conn: AsyncConnection, page: Page, stream: str | None = None) -> Listing:
-    query = select(*_COLUMNS).where(event_outbox.c.dispatched_at.is_(None), event_outbox.c.dead_at.is_not(None))
+    query = select(*_COLUMNS).where(
+        event_outbox.c.dispatched_at.is_(None), event_outbox.c.dead_at.is_not(None)
+    )
     if stream is not None:
         query = query.where(event_outbox.c.stream_name == stream)
     rows = (await conn.execute(paged(query, event_outbox.c.dead_at, event_outbox.c.id, page))).all()
@@ -63,43 +79,72 @@ async def requeue(conn: AsyncConnection, event_id: str, caller: Caller) -> dict[
     if current["state"] != "dead":
         raise Conflict("outbox_event_not_dead", f"outbox event {event_id} is {current['state']}")
     await conn.execute(_REQUEUE, {"id": event_id})
-    await record_change(conn, "outbox.requeued", entity_type="outbox_event", entity_id=event_id, zone_id=None,
-                        request_id=caller.request_id)
+    await record_change(
+        conn,
+        "outbox.requeued",
+        entity_type="outbox_event",
+        entity_id=event_id,
+        zone_id=None,
+        request_id=caller.request_id,
+    )
     return await get_outbox_event(conn, event_id)
 
 
 async def requeue_dead(conn: AsyncConnection, caller: Caller, stream: str | None = None) -> int:
     """Requeue up to 1000 dead events in their original order; returns how many."""
-    query = (select(event_outbox.c.id)
-             .where(event_outbox.c.dispatched_at.is_(None), event_outbox.c.dead_at.is_not(None))
-             .order_by(text("txid"), event_outbox.c.seq).limit(_REQUEUE_BATCH).with_for_update())
+    query = (
+        select(event_outbox.c.id)
+        .where(event_outbox.c.dispatched_at.is_(None), event_outbox.c.dead_at.is_not(None))
+        .order_by(text("txid"), event_outbox.c.seq)
+        .limit(_REQUEUE_BATCH)
+        .with_for_update()
+    )
     if stream is not None:
         query = query.where(event_outbox.c.stream_name == stream)
     ids = (await conn.execute(query)).scalars().all()
     for event_id in ids:
         await conn.execute(_REQUEUE, {"id": event_id})
     if ids:
-        await record_change(conn, "outbox.requeued", entity_type="outbox_event", entity_id=ids[0], zone_id=None,
-                            request_id=caller.request_id)
+        await record_change(
+            conn,
+            "outbox.requeued",
+            entity_type="outbox_event",
+            entity_id=ids[0],
+            zone_id=None,
+            request_id=caller.request_id,
+        )
     return len(ids)
 
 
 async def outbox_health(conn: AsyncConnection) -> dict[str, Any]:
     """The contract's outbox gauges plus pending counts and oldest ages per stream."""
-    rows = (await conn.execute(text(
-        """
+    rows = (
+        await conn.execute(
+            text(
+                """
         SELECT stream_name,
                count(*) FILTER (WHERE dead_at IS NULL) AS pending,
                count(*) FILTER (WHERE dead_at IS NOT NULL) AS dead,
                EXTRACT(EPOCH FROM now() - min(created_at) FILTER (WHERE dead_at IS NULL)) AS oldest_pending,
                EXTRACT(EPOCH FROM now() - min(dead_at) FILTER (WHERE dead_at IS NOT NULL)) AS oldest_dead
           FROM event_outbox WHERE dispatched_at IS NULL GROUP BY stream_name
-        """))).all()
-    return {row.stream_name: {"pending": row.pending, "dead": row.dead,
-                              "oldest_pending": float(row.oldest_pending or 0),
-                              "oldest_dead": float(row.oldest_dead or 0)} for row in rows}
+        """
+            )
+        )
+    ).all()
+    return {
+        row.stream_name: {
+            "pending": row.pending,
+            "dead": row.dead,
+            "oldest_pending": float(row.oldest_pending or 0),
+            "oldest_dead": float(row.oldest_dead or 0),
+        }
+        for row in rows
+    }
 
 
 async def dead_count(conn: AsyncConnection) -> int:
-    query = select(func.count()).where(event_outbox.c.dispatched_at.is_(None), event_outbox.c.dead_at.is_not(None))
+    query = select(func.count()).where(
+        event_outbox.c.dispatched_at.is_(None), event_outbox.c.dead_at.is_not(None)
+    )
     return int((await conn.execute(query)).scalar_one())

@@ -6,7 +6,7 @@ import re
 from typing import Annotated, Any, Literal
 
 import msgspec
-from sqlalchemy import Row, func, insert, select, text, update
+from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -41,10 +41,17 @@ class ZoneUpdate(msgspec.Struct, forbid_unknown_fields=True):
     dcr_shutdown: Literal["keep_live", "revoke_live"] | msgspec.UnsetType = msgspec.UNSET
 
 
-_COLUMNS = (zones.c.id, zones.c.name, zones.c.slug, zones.c.dcr_enabled, zones.c.created_at, zones.c.updated_at)
+_COLUMNS = (
+    zones.c.id,
+    zones.c.name,
+    zones.c.slug,
+    zones.c.dcr_enabled,
+    zones.c.created_at,
+    zones.c.updated_at,
+)
 
 
-def zone_wire(row: Row[Any]) -> dict[str, Any]:
+def zone_wire(row: Any) -> dict[str, Any]:
     return {
         "id": row.id,
         "name": row.name,
@@ -74,13 +81,15 @@ async def list_zones(conn: AsyncConnection, page: Page) -> Listing:
 
 
 async def get_zone(conn: AsyncConnection, zone_id: str) -> dict[str, Any]:
-    row = (await conn.execute(select(*_COLUMNS).where(zones.c.id == zone_id, zones.c.archived_at.is_(None)))).first()
+    row = (
+        await conn.execute(select(*_COLUMNS).where(zones.c.id == zone_id, zones.c.archived_at.is_(None)))
+    ).first()
     if row is None:
         raise NotFound("zone_not_found", f"zone {zone_id} does not exist")
     return zone_wire(row)
 
 
-async def require_live_zone(conn: AsyncConnection, zone_id: str, *, lock: bool = False) -> Row[Any]:
+async def require_live_zone(conn: AsyncConnection, zone_id: str, *, lock: bool = False) -> Any:
     """The zone row, for create handlers: 404 zone_not_found when missing or archived."""
     query = select(*_COLUMNS).where(zones.c.id == zone_id, zones.c.archived_at.is_(None))
     row = (await conn.execute(query.with_for_update() if lock else query)).first()
@@ -109,25 +118,43 @@ async def _taken_slugs(conn: AsyncConnection, base: str) -> set[str]:
     return set((await conn.execute(query)).scalars().all())
 
 
-async def create_zone(conn: AsyncConnection, kek: KeyRing, data: ZoneCreate, caller: Caller) -> dict[str, Any]:
+async def create_zone(
+    conn: AsyncConnection, kek: KeyRing, data: ZoneCreate, caller: Caller
+) -> dict[str, Any]:
     zone_id = new_id()
     dek, key_id = new_wrapped_dek(kek, zone_id)
-    values = {"id": zone_id, "name": data.name, "dcr_enabled": data.dcr_enabled,
-              "dek_ciphertext": dek, "kek_arn": key_id}
+    values = {
+        "id": zone_id,
+        "name": data.name,
+        "dcr_enabled": data.dcr_enabled,
+        "dek_ciphertext": dek,
+        "kek_arn": key_id,
+    }
     for _attempt in range(3):
-        slug = data.slug if isinstance(data.slug, str) else first_free(
-            base := slugify(data.name, "zone"), await _taken_slugs(conn, base))
+        slug = (
+            data.slug
+            if isinstance(data.slug, str)
+            else first_free(base := slugify(data.name, "zone"), await _taken_slugs(conn, base))
+        )
         try:
             async with conn.begin_nested():
-                row = (await conn.execute(insert(zones).values(slug=slug, **values).returning(*_COLUMNS))).one()
+                row = (
+                    await conn.execute(insert(zones).values(slug=slug, **values).returning(*_COLUMNS))
+                ).one()
             break
         except IntegrityError as exc:
             if unique_violation_constraint(exc) != SLUG_CONSTRAINT or isinstance(data.slug, str):
                 raise _slug_conflict(exc, slug) from exc
     else:
         raise Conflict("zone_slug_conflict", "could not find a free slug; give one")
-    await record_change(conn, "zone.created", entity_type="zone", entity_id=zone_id, zone_id=zone_id,
-                        request_id=caller.request_id)
+    await record_change(
+        conn,
+        "zone.created",
+        entity_type="zone",
+        entity_id=zone_id,
+        zone_id=zone_id,
+        request_id=caller.request_id,
+    )
     return zone_wire(row)
 
 
@@ -137,12 +164,17 @@ def _slug_conflict(exc: IntegrityError, slug: str) -> Exception:
     return exc
 
 
-async def update_zone(conn: AsyncConnection, zone_id: str, data: ZoneUpdate, caller: Caller) -> dict[str, Any]:
+async def update_zone(
+    conn: AsyncConnection, zone_id: str, data: ZoneUpdate, caller: Caller
+) -> dict[str, Any]:
     shutdown = data.dcr_shutdown if isinstance(data.dcr_shutdown, str) else None
     if shutdown is not None and data.dcr_enabled is not False:
         raise InvalidInput("dcr_shutdown_not_applicable", "dcr_shutdown needs dcr_enabled: false")
-    changes = {name: getattr(data, name) for name in ("name", "slug", "dcr_enabled")
-               if getattr(data, name) is not msgspec.UNSET}
+    changes = {
+        name: getattr(data, name)
+        for name in ("name", "slug", "dcr_enabled")
+        if getattr(data, name) is not msgspec.UNSET
+    }
     if not changes:
         raise InvalidInput("no_fields", "nothing to update")
     zone = await require_live_zone(conn, zone_id, lock=True)
@@ -150,13 +182,24 @@ async def update_zone(conn: AsyncConnection, zone_id: str, data: ZoneUpdate, cal
         await _shut_down_dcr(conn, zone_id, shutdown, caller)
     try:
         async with conn.begin_nested():
-            row = (await conn.execute(
-                update(zones).where(zones.c.id == zone_id)
-                .values(**changes, updated_at=func.now()).returning(*_COLUMNS))).one()
+            row = (
+                await conn.execute(
+                    update(zones)
+                    .where(zones.c.id == zone_id)
+                    .values(**changes, updated_at=func.now())
+                    .returning(*_COLUMNS)
+                )
+            ).one()
     except IntegrityError as exc:
         raise _slug_conflict(exc, str(changes.get("slug"))) from exc
-    await record_change(conn, "zone.updated", entity_type="zone", entity_id=zone_id, zone_id=zone_id,
-                        request_id=caller.request_id)
+    await record_change(
+        conn,
+        "zone.updated",
+        entity_type="zone",
+        entity_id=zone_id,
+        zone_id=zone_id,
+        request_id=caller.request_id,
+    )
     return zone_wire(row)
 
 
@@ -164,25 +207,46 @@ async def _shut_down_dcr(conn: AsyncConnection, zone_id: str, mode: str | None, 
     """Disable registration; live DCR applications need an explicit keep_live or revoke_live."""
     live = await live_dcr_applications(conn, zone_id)
     if live and mode is None:
-        raise Conflict("dcr_shutdown_required", "the zone has live DCR applications",
-                       live_dcr_applications=live)
+        raise Conflict(
+            "dcr_shutdown_required", "the zone has live DCR applications", live_dcr_applications=live
+        )
     effective = "no_live" if live == 0 else mode or "keep_live"
     await record_audit(
-        conn, caller, action=f"DCR shutdown {effective}", zone_id=zone_id, entity_type="zones", entity_id=zone_id,
-        payload={"dcr_registration_disabled": True, "dcr_shutdown_mode": effective,
-                 "live_dcr_applications": live, "revoked_applications": 0, "revoked_sessions": 0,
-                 "terminated_agents": 0, "revoked_delegations": 0},
+        conn,
+        caller,
+        action=f"DCR shutdown {effective}",
+        zone_id=zone_id,
+        entity_type="zones",
+        entity_id=zone_id,
+        payload={
+            "dcr_registration_disabled": True,
+            "dcr_shutdown_mode": effective,
+            "live_dcr_applications": live,
+            "revoked_applications": 0,
+            "revoked_sessions": 0,
+            "terminated_agents": 0,
+            "revoked_delegations": 0,
+        },
     )
 
 
 async def delete_zone(conn: AsyncConnection, zone_id: str, caller: Caller) -> None:
     result = await conn.execute(
-        update(zones).where(zones.c.id == zone_id, zones.c.archived_at.is_(None))
-        .values(archived_at=func.now(), updated_at=func.now()).returning(zones.c.id))
+        update(zones)
+        .where(zones.c.id == zone_id, zones.c.archived_at.is_(None))
+        .values(archived_at=func.now(), updated_at=func.now())
+        .returning(zones.c.id)
+    )
     if result.first() is None:
         raise NotFound("zone_not_found", f"zone {zone_id} does not exist")
-    await record_change(conn, "zone.deleted", entity_type="zone", entity_id=zone_id, zone_id=zone_id,
-                        request_id=caller.request_id)
+    await record_change(
+        conn,
+        "zone.deleted",
+        entity_type="zone",
+        entity_id=zone_id,
+        zone_id=zone_id,
+        request_id=caller.request_id,
+    )
 
 
 async def zone_is_live(conn: AsyncConnection, zone_id: str) -> bool:

@@ -50,9 +50,16 @@ async def serve(settings: Settings) -> None:
     await prepare(settings)
     resources = build_resources(settings)
     app = create_app(settings, resources)
-    config = uvicorn.Config(app, host="0.0.0.0", port=settings.port, log_config=None, access_log=False,  # noqa: S104
-                            timeout_graceful_shutdown=max(1, settings.shutdown_timeout_ms // 1000),
-                            lifespan="on", server_header=False)
+    config = uvicorn.Config(
+        app,
+        host="0.0.0.0",  # noqa: S104 - PORT is served on every interface, as the contract says
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=max(1, settings.shutdown_timeout_ms // 1000),
+        lifespan="on",
+        server_header=False,
+    )
     # uvicorn re-raises the captured signal after shutdown: let that end main() normally
     signal.signal(signal.SIGTERM, lambda *_: None)
     signal.signal(signal.SIGINT, lambda *_: None)

@@ -28,7 +28,7 @@ from caracal_api.routes.outbox import OutboxController
 from caracal_api.routes.zones import ZoneController
 
 
-async def guard_v1(connection: ASGIConnection[..., ..., ..., ...], handler: BaseRouteHandler) -> None:
+async def guard_v1(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     if not handler.opt.get("public"):
         await admin_guard(connection, handler)
 
@@ -55,8 +55,12 @@ def create_app(settings: Settings, resources: Resources | None = None) -> ASGIAp
                 await res.redis.aclose()
                 await res.engine.dispose()
 
-    v1 = Router(path="/", route_handlers=[ZoneController, AdminTokenController, OutboxController, local_bootstrap],
-                guards=[guard_v1], security=[{"bearer": []}])
+    v1 = Router(
+        path="/",
+        route_handlers=[ZoneController, AdminTokenController, OutboxController, local_bootstrap],
+        guards=[guard_v1],
+        security=[{"bearer": []}],
+    )
     app = Litestar(
         route_handlers=[v1, health, ready, metrics],
         exception_handlers={Exception: handle_exception},
@@ -64,7 +68,9 @@ def create_app(settings: Settings, resources: Resources | None = None) -> ASGIAp
         request_max_body_size=settings.body_limit_bytes,
         state=_state(res, http_metrics),
         openapi_config=OpenAPIConfig(
-            title="Caracal control plane", version="0.1.0", path="/",
+            title="Caracal control plane",
+            version="0.1.0",
+            path="/",
             render_plugins=[JsonRenderPlugin(path="/openapi.json"), SwaggerRenderPlugin(path="/docs")],
             components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}),
         ),

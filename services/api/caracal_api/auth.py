@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import unquote
 
 from litestar.connection import ASGIConnection
@@ -20,7 +21,7 @@ ZONE_TOKEN_PATHS = ("/v1/policies/validate", "/v1/policy-templates")
 LAST_USED_DEBOUNCE_S = 60
 
 
-def client_ip(connection: ASGIConnection[..., ..., ..., ...], trust_proxy: bool) -> str:
+def client_ip(connection: ASGIConnection[Any, Any, Any, Any], trust_proxy: bool) -> str:
     if trust_proxy:
         forwarded = connection.headers.get("x-forwarded-for", "")
         if forwarded.strip():
@@ -31,11 +32,11 @@ def client_ip(connection: ASGIConnection[..., ..., ..., ...], trust_proxy: bool)
 def bearer_token(header: str | None) -> str | None:
     if header is None or not header.startswith("Bearer "):
         return None
-    token = header[len("Bearer "):].strip()
+    token = header[len("Bearer ") :].strip()
     return token if 1 <= len(token) <= MAX_TOKEN else None
 
 
-async def admin_guard(connection: ASGIConnection[..., ..., ..., ...], handler: BaseRouteHandler) -> None:
+async def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     """Runs before every /v1 handler; leaves the Caller in connection.state.caller."""
     res: Resources = connection.app.state.resources
     ip = client_ip(connection, res.settings.trust_proxy)
@@ -44,16 +45,18 @@ async def admin_guard(connection: ASGIConnection[..., ..., ..., ...], handler: B
     actor = await _authenticated(connection, res, ip)
     connection.state.caller = Caller(actor, connection.state.request_id)
     _check_scope(actor, connection, handler)
-    _check_capability(actor, connection.method, handler)
+    _check_capability(actor, str(connection.scope.get("method", "GET")), handler)
     for value in connection.path_params.values():
         if not isinstance(value, str) or not is_valid_param(value):
             raise InvalidInput(handler.opt.get("param_error", "invalid_params"), "malformed path parameter")
-    if await over_limit(res.redis, minute_key("api:v1_rl:actor", actor.id), res.settings.v1_rate_limit_per_min):
+    if await over_limit(
+        res.redis, minute_key("api:v1_rl:actor", actor.id), res.settings.v1_rate_limit_per_min
+    ):
         raise RateLimited("rate_limited", "too many requests with this token")
     res.spawn(_touch(res, actor.id))
 
 
-async def _authenticated(connection: ASGIConnection[..., ..., ..., ...], res: Resources, ip: str) -> Actor:
+async def _authenticated(connection: ASGIConnection[Any, Any, Any, Any], res: Resources, ip: str) -> Actor:
     token = bearer_token(connection.headers.get("authorization"))
     actor = None
     if token is not None:
@@ -67,7 +70,9 @@ async def _authenticated(connection: ASGIConnection[..., ..., ..., ...], res: Re
     raise Unauthorized("invalid_admin_token", "missing, unknown or revoked admin token")
 
 
-def _check_scope(actor: Actor, connection: ASGIConnection[..., ..., ..., ...], handler: BaseRouteHandler) -> None:
+def _check_scope(
+    actor: Actor, connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+) -> None:
     if actor.is_global:
         return
     if handler.opt.get("global_only"):

@@ -14,16 +14,33 @@ from caracal.errors import CaracalError
 
 log = logging.getLogger("caracal.api.errors")
 PROBLEM = "application/problem+json"
-_TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-           409: "Conflict", 413: "Content Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Content",
-           429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
+_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 _PATH_IN_MESSAGE = re.compile(r"`\$((?:\.[^`.\[]+|\[\d+\])*)`")
 
 
 def problem(status: int, code: str, detail: str | None = None, **extra: Any) -> Response[dict[str, Any]]:
     title = _TITLES.get(status, "Error")
-    body = {"error": code, "type": f"urn:caracal:error:{code}", "title": title, "status": status,
-            "detail": detail or title, **extra}
+    body = {
+        "error": code,
+        "type": f"urn:caracal:error:{code}",
+        "title": title,
+        "status": status,
+        "detail": detail or title,
+        **extra,
+    }
     return Response(body, status_code=status, media_type=PROBLEM)
 
 
@@ -40,15 +57,25 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
     if isinstance(translated, CaracalError):
         return problem(translated.status, translated.code, translated.detail, **translated.extra)
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return problem(500, "internal_error", "The service failed to process the request",
-                   error_description="The service failed to process the request", requestId=_request_id(request))
+    return problem(
+        500,
+        "internal_error",
+        "The service failed to process the request",
+        error_description="The service failed to process the request",
+        requestId=_request_id(request),
+    )
 
 
 def _http_problem(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
     handler = request.scope.get("route_handler")
     if handler is None and isinstance(exc, NotFoundException):
-        return problem(404, "Not Found", f"Route {request.method}:{request.url.path} not found",
-                       message=f"Route {request.method}:{request.url.path} not found", statusCode=404)
+        return problem(
+            404,
+            "Not Found",
+            f"Route {request.method}:{request.url.path} not found",
+            message=f"Route {request.method}:{request.url.path} not found",
+            statusCode=404,
+        )
     status = exc.status_code
     if status == 413:
         return problem(413, "payload_too_large", "the request body is larger than API_BODY_LIMIT_BYTES")
@@ -64,8 +91,14 @@ def _body_problem(request: Request[Any, Any, Any], exc: HTTPException, code: str
     detail = "; ".join(issue["message"] for issue in issues) or str(exc.detail)
     if code != "invalid_body":
         return problem(400, code, detail, issues=issues)
-    return problem(400, code, detail, error_description="Request body failed validation",
-                   requestId=_request_id(request), details={"issues": issues})
+    return problem(
+        400,
+        code,
+        detail,
+        error_description="Request body failed validation",
+        requestId=_request_id(request),
+        details={"issues": issues},
+    )
 
 
 def _issues(exc: HTTPException) -> list[dict[str, Any]]:

@@ -8,8 +8,10 @@ from typing import Any
 
 
 def _labels(**labels: str) -> str:
-    inner = ",".join(f'{k}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
-                     for k, v in labels.items())
+    inner = ",".join(
+        f'{k}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
+        for k, v in labels.items()
+    )
     return "{" + inner + "}" if inner else ""
 
 
@@ -26,7 +28,8 @@ class HttpMetrics:
         yield "# HELP caracal_api_http_requests_total HTTP requests answered by this process."
         yield "# TYPE caracal_api_http_requests_total counter"
         for (method, route, status), count in sorted(self.requests.items()):
-            yield f"caracal_api_http_requests_total{_labels(method=method, route=route, status=str(status))} {count}"
+            labels = _labels(method=method, route=route, status=str(status))
+            yield f"caracal_api_http_requests_total{labels} {count}"
         yield "# HELP caracal_api_http_request_seconds_total Time spent answering, by route."
         yield "# TYPE caracal_api_http_request_seconds_total counter"
         for (method, route), total in sorted(self.seconds.items()):
@@ -43,28 +46,57 @@ def per_stream(name: str, help_text: str, values: Mapping[str, float], kind: str
     return lines
 
 
-def outbox_lines(health: Mapping[str, Mapping[str, float]], dispatch: Mapping[str, Mapping[str, Any]]) -> list[str]:
+def outbox_lines(
+    health: Mapping[str, Mapping[str, float]], dispatch: Mapping[str, Mapping[str, Any]]
+) -> list[str]:
     """The contract's four gauges, then per-stream pending, dead, lag and dispatch counters."""
     lines = [
-        *gauge("caracal_api_outbox_pending_total", "Outbox events not yet dispatched.",
-               sum(s["pending"] for s in health.values())),
-        *gauge("caracal_api_outbox_dead_total", "Outbox events dead-lettered.", sum(s["dead"] for s in health.values())),
-        *gauge("caracal_api_outbox_oldest_pending_age_seconds", "Age of the oldest pending event.",
-               max((s["oldest_pending"] for s in health.values()), default=0)),
-        *gauge("caracal_api_outbox_oldest_dead_age_seconds", "Age of the oldest dead-lettered event.",
-               max((s["oldest_dead"] for s in health.values()), default=0)),
-        *per_stream("caracal_outbox_pending", "Pending events per stream.",
-                    {k: v["pending"] for k, v in health.items()}),
-        *per_stream("caracal_outbox_dead", "Dead-lettered events per stream.", {k: v["dead"] for k, v in health.items()}),
-        *per_stream("caracal_outbox_lag_seconds", "Age of the oldest pending event per stream.",
-                    {k: v["oldest_pending"] for k, v in health.items()}),
+        *gauge(
+            "caracal_api_outbox_pending_total",
+            "Outbox events not yet dispatched.",
+            sum(s["pending"] for s in health.values()),
+        ),
+        *gauge(
+            "caracal_api_outbox_dead_total",
+            "Outbox events dead-lettered.",
+            sum(s["dead"] for s in health.values()),
+        ),
+        *gauge(
+            "caracal_api_outbox_oldest_pending_age_seconds",
+            "Age of the oldest pending event.",
+            max((s["oldest_pending"] for s in health.values()), default=0),
+        ),
+        *gauge(
+            "caracal_api_outbox_oldest_dead_age_seconds",
+            "Age of the oldest dead-lettered event.",
+            max((s["oldest_dead"] for s in health.values()), default=0),
+        ),
+        *per_stream(
+            "caracal_outbox_pending",
+            "Pending events per stream.",
+            {k: v["pending"] for k, v in health.items()},
+        ),
+        *per_stream(
+            "caracal_outbox_dead",
+            "Dead-lettered events per stream.",
+            {k: v["dead"] for k, v in health.items()},
+        ),
+        *per_stream(
+            "caracal_outbox_lag_seconds",
+            "Age of the oldest pending event per stream.",
+            {k: v["oldest_pending"] for k, v in health.items()},
+        ),
     ]
-    for field, help_text in (("dispatched", "Entries added to the stream by dispatchers."),
-                             ("duplicates_skipped", "Entries a dispatcher re-sent that the high-water mark kept out."),
-                             ("failures", "Failed publish attempts.")):
+    for field, help_text in (
+        ("dispatched", "Entries added to the stream by dispatchers."),
+        ("duplicates_skipped", "Entries a dispatcher re-sent that the high-water mark kept out."),
+        ("failures", "Failed publish attempts."),
+    ):
         values = {stream: float(stats.get(field, 0)) for stream, stats in dispatch.items()}
         lines += per_stream(f"caracal_outbox_{field}_total", help_text, values, kind="counter")
-    lines += per_stream("caracal_outbox_last_dispatch_lag_seconds",
-                        "Commit-to-stream lag of the last dispatched batch.",
-                        {stream: float(stats.get("last_lag_ms", 0)) / 1000 for stream, stats in dispatch.items()})
+    lines += per_stream(
+        "caracal_outbox_last_dispatch_lag_seconds",
+        "Commit-to-stream lag of the last dispatched batch.",
+        {stream: float(stats.get("last_lag_ms", 0)) / 1000 for stream, stats in dispatch.items()},
+    )
     return lines

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -17,14 +17,17 @@ from caracal_api.resources import Resources
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9_.\-:]{1,128}$")
 MUTATIONS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
-                    (b"cache-control", b"no-store")]
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-store"),
+]
 
 
-def request_id_from(scope: Scope) -> str:
+def request_id_from(scope: dict[str, Any]) -> str:
     for name, value in scope.get("headers", ()):
         if name == b"x-request-id":
-            candidate = value.decode("latin-1")
+            candidate = bytes(value).decode("latin-1")
             if REQUEST_ID.match(candidate):
                 return candidate
     return str(uuid.uuid4())
@@ -38,12 +41,13 @@ class RequestContext:
         self.resources = resources
         self.metrics = metrics
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, asgi_scope: Scope, receive: Receive, send: Send) -> None:
+        scope = cast("dict[str, Any]", asgi_scope)
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            await self.app(asgi_scope, receive, send)
             return
         request_id = request_id_from(scope)
-        scope.setdefault("state", {})["request_id"] = request_id  # type: ignore[typeddict-unknown-key]
+        scope.setdefault("state", {})["request_id"] = request_id
         is_v1 = scope["path"].startswith("/v1/")
         status = 500
         started = time.perf_counter()
@@ -59,19 +63,28 @@ class RequestContext:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_headers)
+            await self.app(asgi_scope, receive, send_with_headers)
         finally:
-            template = str(scope.get("path_template", "unmatched"))  # type: ignore[typeddict-item]
+            template = str(scope.get("path_template", "unmatched"))
             self.metrics.observe(scope["method"], template, status, time.perf_counter() - started)
             if is_v1 and (scope["method"] in MUTATIONS or status >= 400):
                 self.resources.spawn(self._audit(scope, status))
 
-    async def _audit(self, scope: Scope, status: int) -> None:
-        state: dict[str, Any] = scope.get("state", {})  # type: ignore[assignment]
+    async def _audit(self, scope: dict[str, Any], status: int) -> None:
+        state: dict[str, Any] = scope.get("state", {})
         caller = state.get("caller") or Caller(None, state.get("request_id"))
         query = scope.get("query_string", b"").decode("latin-1")
         url = scope["path"] + (f"?{query}" if query else "")
         zone_id, entity_type, entity_id = entity_of(scope["path"])
         async with transaction(self.resources.engine) as conn:
-            await record_audit(conn, caller, action=f"{scope['method']} {url}", method=scope["method"], path=url,
-                               status_code=status, zone_id=zone_id, entity_type=entity_type, entity_id=entity_id)
+            await record_audit(
+                conn,
+                caller,
+                action=f"{scope['method']} {url}",
+                method=scope["method"],
+                path=url,
+                status_code=status,
+                zone_id=zone_id,
+                entity_type=entity_type,
+                entity_id=entity_id,
+            )

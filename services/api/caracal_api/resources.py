@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -44,10 +45,13 @@ class Resources:
     async def _publish_wake(self) -> None:
         try:
             await self.redis.publish(WAKE_CHANNEL, "1")
-        except Exception as exc:  # noqa: BLE001 - a lost hint only delays delivery to the next poll
+        except Exception as exc:
             log.debug("wake-up hint not sent: %r", exc)
 
 
 def provide_resources(state: State) -> Resources:
     resources: Resources = state.resources
     return resources
+
+
+ResourcesDep = NamedDependency[Resources]

@@ -43,15 +43,28 @@ async def run(settings: Settings) -> None:
     redis = Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2)
     wake_redis = Redis.from_url(redis_url, socket_connect_timeout=2)
     leases = StreamLeases(database_url)
-    dispatcher = Dispatcher(settings, engine, StreamPublisher(redis, settings.streams_hmac_key,
-                                                              settings.outbox_stream_maxlen), leases)
+    dispatcher = Dispatcher(
+        settings,
+        engine,
+        StreamPublisher(redis, settings.streams_hmac_key, settings.outbox_stream_maxlen),
+        leases,
+    )
     wake = asyncio.Event()
     listener = asyncio.create_task(listen_for_wakeups(wake_redis, wake, stop))
-    log.info("dispatcher %s: polling every %d ms, batches of %d", settings.worker_id, settings.outbox_poll_ms,
-             settings.outbox_batch)
+    log.info(
+        "dispatcher %s: polling every %d ms, batches of %d",
+        settings.worker_id,
+        settings.outbox_poll_ms,
+        settings.outbox_batch,
+    )
     try:
-        loop = poll_loop("dispatcher", dispatcher.iteration, stop, error_delay=max(settings.outbox_poll_ms / 1000, 1.0),
-                         wake=wake)
+        loop = poll_loop(
+            "dispatcher",
+            dispatcher.iteration,
+            stop,
+            error_delay=max(settings.outbox_poll_ms / 1000, 1.0),
+            wake=wake,
+        )
         await run_until_stopped(loop, stop, settings.shutdown_timeout_ms / 1000)
     finally:
         listener.cancel()

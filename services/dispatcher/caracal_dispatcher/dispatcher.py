@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,8 +92,9 @@ class StreamOutcome:
 
 
 class Dispatcher:
-    def __init__(self, settings: Settings, engine: AsyncEngine, publisher: StreamPublisher,
-                 leases: StreamLeases) -> None:
+    def __init__(
+        self, settings: Settings, engine: AsyncEngine, publisher: StreamPublisher, leases: StreamLeases
+    ) -> None:
         self.settings = settings
         self.engine = engine
         self.publisher = publisher
@@ -121,10 +123,14 @@ class Dispatcher:
         if mark is None:
             return
         async with self.engine.begin() as conn:
-            result = await conn.execute(RECONCILE, {"stream": stream, "tx": str(mark[0]), "seq": mark[1],
-                                                    "worker": self.settings.worker_id})
+            result = await conn.execute(
+                RECONCILE,
+                {"stream": stream, "tx": str(mark[0]), "seq": mark[1], "worker": self.settings.worker_id},
+            )
         if result.rowcount:
-            log.info("%s: %d events were published before a restart; marked delivered", stream, result.rowcount)
+            log.info(
+                "%s: %d events were published before a restart; marked delivered", stream, result.rowcount
+            )
 
     async def dispatch_stream(self, stream: str) -> StreamOutcome:
         batch = self.settings.outbox_batch
@@ -144,15 +150,31 @@ class Dispatcher:
             await conn.execute(MARK_DISPATCHED, {"ids": ids, "worker": self.settings.worker_id})
         return StreamOutcome(full=len(rows) == batch)
 
-    async def _failed(self, stream: str, rows: list[Any], ids: list[str], exc: Exception) -> StreamOutcome:
+    async def _failed(
+        self, stream: str, rows: Sequence[Any], ids: list[str], exc: Exception
+    ) -> StreamOutcome:
         attempts = int(rows[0].attempts) + 1
         delay = retry_delay(attempts)
         dead = attempts >= self.settings.outbox_max_attempts
-        log.warning("%s: publishing %d events failed (attempt %d): %r; %s", stream, len(ids), attempts, exc,
-                    "dead-lettered" if dead else f"retry in {delay:.1f}s")
+        log.warning(
+            "%s: publishing %d events failed (attempt %d): %r; %s",
+            stream,
+            len(ids),
+            attempts,
+            exc,
+            "dead-lettered" if dead else f"retry in {delay:.1f}s",
+        )
         async with self.engine.begin() as conn:
-            await conn.execute(MARK_FAILED, {"ids": ids, "error": repr(exc)[:1000], "worker": self.settings.worker_id,
-                                             "max_attempts": self.settings.outbox_max_attempts, "delay": delay})
+            await conn.execute(
+                MARK_FAILED,
+                {
+                    "ids": ids,
+                    "error": repr(exc)[:1000],
+                    "worker": self.settings.worker_id,
+                    "max_attempts": self.settings.outbox_max_attempts,
+                    "delay": delay,
+                },
+            )
         try:
             await self.publisher.count_failure(stream)
         except (RedisError, OSError):

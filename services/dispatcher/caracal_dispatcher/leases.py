@@ -31,7 +31,9 @@ class StreamLeases:
             except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
                 log.warning("lease connection lost (%r); leases are gone", exc)
         await self._drop()
-        self.conn = await asyncpg.connect(self.url, timeout=5, server_settings={"application_name": "caracal-leases"})
+        self.conn = await asyncpg.connect(
+            self.url, timeout=5, server_settings={"application_name": "caracal-leases"}
+        )
         return self.conn
 
     async def claim(self, streams: list[str]) -> list[str]:

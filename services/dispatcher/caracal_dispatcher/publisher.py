@@ -10,7 +10,8 @@ from redis.asyncio import Redis
 
 from caracal.events import hwm_key, stats_key, stream_entry
 
-# KEYS: stream, high-water mark, stats.  ARGV: maxlen, lag_ms, then per entry: txid, seq, n, n field/value pairs.
+# KEYS: stream, high-water mark, stats.
+# ARGV: maxlen, lag_ms, then per entry: txid, seq, n, n field/value pairs.
 # An entry at or below the mark was published before (a dispatcher died before marking it): skip it.
 PUBLISH_BATCH = """
 local htx = tonumber(redis.call('HGET', KEYS[2], 'tx') or '-1')

@@ -34,8 +34,11 @@ async def run(settings: Settings) -> None:
 
     log.info("reaper: running jobs every %.1f s", interval)
     try:
-        await run_until_stopped(poll_loop("reaper", iteration, stop, error_delay=interval), stop,
-                                settings.shutdown_timeout_ms / 1000)
+        await run_until_stopped(
+            poll_loop("reaper", iteration, stop, error_delay=interval),
+            stop,
+            settings.shutdown_timeout_ms / 1000,
+        )
     finally:
         await engine.dispose()
         log.info("reaper stopped")

@@ -23,13 +23,16 @@ async def prune_outbox(engine: AsyncEngine, settings: Settings) -> int:
     deadline = time.monotonic() + PRUNE_BUDGET_S
     while time.monotonic() < deadline:
         async with engine.begin() as conn:
-            if not (await conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"),
-                                       {"k": OUTBOX_PRUNE_LOCK})).scalar():
+            if not (
+                await conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": OUTBOX_PRUNE_LOCK})
+            ).scalar():
                 break
             removed = await prune_delivered(conn, settings.outbox_retention_hours)
         pruned += removed
         if removed == 0:
             break
     if pruned:
-        log.info("outbox: pruned %d delivered events older than %d h", pruned, settings.outbox_retention_hours)
+        log.info(
+            "outbox: pruned %d delivered events older than %d h", pruned, settings.outbox_retention_hours
+        )
     return pruned

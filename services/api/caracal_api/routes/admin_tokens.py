@@ -7,12 +7,13 @@ from typing import Any
 
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import Provide
+from litestar.params import FromPath, JSONBody
 
 from caracal.db.engine import reading, transaction
 from caracal.domain import admin_tokens
 from caracal.domain.admin_tokens import AdminTokenCreate
 from caracal.errors import Forbidden, NotFound
-from caracal_api.resources import Resources, provide_resources
+from caracal_api.resources import ResourcesDep, provide_resources
 from caracal_api.routes.common import caller_of, list_response, page_of
 
 GLOBAL_ONLY = "admin_token_management_requires_global"
@@ -25,22 +26,33 @@ class AdminTokenController(Controller):
     opt = {"global_only": GLOBAL_ONLY}
 
     @get("/", summary="List admin tokens (never their secret)")
-    async def list_tokens(self, request: Request[Any, Any, Any], res: Resources) -> Response[list[dict[str, Any]]]:
+    async def list_tokens(
+        self, request: Request[Any, Any, Any], res: ResourcesDep
+    ) -> Response[list[dict[str, Any]]]:
         page = page_of(request)
         async with reading(res.engine) as conn:
             result = await admin_tokens.list_admin_tokens(conn, page)
         return list_response(request, page, result)
 
-    @post("/", opt={"body_error": "invalid_admin_token_request"}, summary="Create a token (cleartext shown once)")
-    async def create_token(self, request: Request[Any, Any, Any], res: Resources,
-                           data: AdminTokenCreate) -> dict[str, Any]:
+    @post(
+        "/",
+        opt={"body_error": "invalid_admin_token_request"},
+        summary="Create a token (cleartext shown once)",
+    )
+    async def create_token(
+        self, request: Request[Any, Any, Any], res: ResourcesDep, data: JSONBody[AdminTokenCreate]
+    ) -> dict[str, Any]:
         async with transaction(res.engine) as conn:
             created = await admin_tokens.create_admin_token(conn, data, caller_of(request))
         res.wake_dispatcher()
         return created
 
-    @delete("/{token_id:str}", opt={"param_error": "invalid_admin_token_id"}, summary="Revoke a token at once")
-    async def revoke_token(self, request: Request[Any, Any, Any], token_id: str, res: Resources) -> None:
+    @delete(
+        "/{token_id:str}", opt={"param_error": "invalid_admin_token_id"}, summary="Revoke a token at once"
+    )
+    async def revoke_token(
+        self, request: Request[Any, Any, Any], token_id: FromPath[str], res: ResourcesDep
+    ) -> None:
         async with transaction(res.engine) as conn:
             await admin_tokens.revoke_admin_token(conn, token_id, caller_of(request))
         res.wake_dispatcher()
@@ -53,10 +65,14 @@ def _is_loopback(host: str | None) -> bool:
         return False
 
 
-@post("/v1/local/bootstrap", opt={"public": True}, tags=["admin tokens"],
-      dependencies={"res": Provide(provide_resources, sync_to_thread=False)},
-      summary="Mint the first global token (loopback peers only, when enabled)")
-async def local_bootstrap(request: Request[Any, Any, Any], res: Resources) -> dict[str, Any]:
+@post(
+    "/v1/local/bootstrap",
+    opt={"public": True},
+    tags=["admin tokens"],
+    dependencies={"res": Provide(provide_resources, sync_to_thread=False)},
+    summary="Mint the first global token (loopback peers only, when enabled)",
+)
+async def local_bootstrap(request: Request[Any, Any, Any], res: ResourcesDep) -> dict[str, Any]:
     if not res.settings.local_bootstrap_enabled:
         raise NotFound("not_found", "local bootstrap is disabled")
     if not _is_loopback(request.client.host if request.client else None):

@@ -12,26 +12,37 @@ from caracal.domain.context import Caller
 
 
 def page_of(request: Request[Any, Any, Any], *, default: int = 200, maximum: int = 500) -> Page:
-    return parse_page(request.query_params.get("limit"), request.query_params.get("cursor"),
-                      default=default, maximum=maximum)
+    return parse_page(
+        request.query_params.get("limit"),
+        request.query_params.get("cursor"),
+        default=default,
+        maximum=maximum,
+    )
 
 
 def caller_of(request: Request[Any, Any, Any]) -> Caller:
     caller = request.scope.get("state", {}).get("caller")
-    return caller if isinstance(caller, Caller) else Caller(None, request.scope.get("state", {}).get("request_id"))
+    return (
+        caller
+        if isinstance(caller, Caller)
+        else Caller(None, request.scope.get("state", {}).get("request_id"))
+    )
 
 
 def next_link(request: Request[Any, Any, Any], cursor: str, limit: int) -> str:
     """The request's query in its order, limit set, cursor last (as the original writes it)."""
-    params = [(k, str(limit) if k == "limit" else v) for k, v in request.query_params.multi_items()
-              if k != "cursor"]
+    params = [
+        (k, str(limit) if k == "limit" else v) for k, v in request.query_params.multi_items() if k != "cursor"
+    ]
     if not any(k == "limit" for k, _ in params):
         params.append(("limit", str(limit)))
     params.append(("cursor", cursor))
     return f'<{request.url.path}?{urlencode(params, quote_via=quote)}>; rel="next"'
 
 
-def list_response(request: Request[Any, Any, Any], page: Page, result: Listing) -> Response[list[dict[str, Any]]]:
+def list_response(
+    request: Request[Any, Any, Any], page: Page, result: Listing
+) -> Response[list[dict[str, Any]]]:
     """A bare JSON array; a full page carries `link: <…>; rel="next"`."""
     headers = {}
     if result.next_cursor is not None:

@@ -17,7 +17,7 @@ from caracal.events import CONTRACT_STREAMS, stats_key
 from caracal_api.auth import client_ip
 from caracal_api.metrics import HttpMetrics, outbox_lines
 from caracal_api.ratelimit import minute_key, over_limit
-from caracal_api.resources import Resources, provide_resources
+from caracal_api.resources import ResourcesDep, provide_resources
 
 log = logging.getLogger("caracal.api.health")
 DEPS = {"res": Provide(provide_resources, sync_to_thread=False)}
@@ -34,7 +34,9 @@ def _not_ready(body: dict[str, Any]) -> Response[dict[str, Any]]:
 
 
 @get("/ready", dependencies=DEPS, tags=["operations"], summary="Readiness: Postgres, Redis, schema, outbox")
-async def ready(request: Request[Any, Any, Any], res: Resources) -> Response[dict[str, Any]]:
+async def ready(  # noqa: PLR0911 - one answer per reason, in the contract's order
+    request: Request[Any, Any, Any], res: ResourcesDep
+) -> Response[dict[str, Any]]:
     ip = client_ip(request, res.settings.trust_proxy)
     if await over_limit(res.redis, minute_key("api:ready_rl", ip), res.settings.ready_rate_limit_per_min):
         return Response({"error": "rate_limited"}, status_code=429)
@@ -43,25 +45,27 @@ async def ready(request: Request[Any, Any, Any], res: Resources) -> Response[dic
     try:
         async with reading(res.engine) as conn:
             await conn.execute(text("SELECT 1"))
-            revision = await conn.run_sync(lambda sync: sync.exec_driver_sql(
-                "SELECT version_num FROM alembic_version").scalar())
+            revision = await conn.run_sync(
+                lambda sync: sync.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+            )
             dead = await dead_count(conn)
-    except Exception:  # noqa: BLE001 - any failure here means "not ready", with its reason
+    except Exception:
         return _not_ready({"error": "postgres_unreachable", "dependency": "postgres"})
     if revision != head_revision():
         return _not_ready({"error": "migrations_pending", "dependency": "postgres", "revision": revision})
     try:
         await res.redis.ping()
-    except Exception:  # noqa: BLE001
+    except Exception:
         return _not_ready({"error": "redis_unreachable", "dependency": "redis"})
     if dead > res.settings.outbox_ready_dead_max:
-        return _not_ready({"error": "outbox_dead_messages", "deadCount": dead,
-                           "limit": res.settings.outbox_ready_dead_max})
+        return _not_ready(
+            {"error": "outbox_dead_messages", "deadCount": dead, "limit": res.settings.outbox_ready_dead_max}
+        )
     return Response({"ok": True})
 
 
 @get("/metrics", dependencies=DEPS, tags=["operations"], summary="Prometheus metrics", media_type=PROMETHEUS)
-async def metrics(request: Request[Any, Any, Any], res: Resources) -> Response[str]:
+async def metrics(request: Request[Any, Any, Any], res: ResourcesDep) -> Response[str]:
     bearer = res.settings.metrics_bearer
     if bearer is not None and request.headers.get("authorization") != f"Bearer {bearer}":
         return Response({"error": "unauthorized"}, status_code=401)  # type: ignore[arg-type]
@@ -77,16 +81,16 @@ async def metrics(request: Request[Any, Any, Any], res: Resources) -> Response[s
     return Response("\n".join(lines) + "\n", media_type=PROMETHEUS)
 
 
-async def _dispatch_stats(res: Resources, streams: list[str]) -> dict[str, dict[str, Any]]:
+async def _dispatch_stats(res: ResourcesDep, streams: list[str]) -> dict[str, dict[str, Any]]:
     try:
         async with res.redis.pipeline(transaction=False) as pipe:
             for stream in streams:
                 pipe.hgetall(stats_key(stream))
             found = await pipe.execute()
-    except Exception as exc:  # noqa: BLE001 - metrics without Redis still show the database side
+    except Exception as exc:
         log.warning("dispatch counters unavailable: %r", exc)
         return {}
-    return {stream: {k.decode() if isinstance(k, bytes) else k: v for k, v in stats.items()}
-            for stream, stats in zip(streams, found, strict=True)}
-
-
+    return {
+        stream: {k.decode() if isinstance(k, bytes) else k: v for k, v in stats.items()}
+        for stream, stats in zip(streams, found, strict=True)
+    }

@@ -7,10 +7,11 @@ from typing import Any
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.di import Provide
+from litestar.params import FromPath, JSONBody
 
 from caracal.db.engine import reading, transaction
 from caracal.domain import dead_letters
-from caracal_api.resources import Resources, provide_resources
+from caracal_api.resources import ResourcesDep, provide_resources
 from caracal_api.routes.common import caller_of, list_response, page_of
 
 
@@ -24,28 +25,37 @@ class OutboxController(Controller):
     dependencies = {"res": Provide(provide_resources, sync_to_thread=False)}
 
     @get("/dead", summary="Dead-lettered events, newest first (optional ?stream=)")
-    async def list_dead(self, request: Request[Any, Any, Any], res: Resources) -> Response[list[dict[str, Any]]]:
+    async def list_dead(
+        self, request: Request[Any, Any, Any], res: ResourcesDep
+    ) -> Response[list[dict[str, Any]]]:
         page = page_of(request)
         async with reading(res.engine) as conn:
             result = await dead_letters.list_dead(conn, page, request.query_params.get("stream"))
         return list_response(request, page, result)
 
-    @post("/dead/requeue", status_code=200, opt={"body_error": "invalid_body"},
-          summary="Requeue up to 1000 dead events (optionally of one stream) in their original order")
-    async def requeue_all(self, request: Request[Any, Any, Any], res: Resources,
-                          data: RequeueDead | None = None) -> dict[str, int]:
+    @post(
+        "/dead/requeue",
+        status_code=200,
+        opt={"body_error": "invalid_body"},
+        summary="Requeue up to 1000 dead events (optionally of one stream) in their original order",
+    )
+    async def requeue_all(
+        self, request: Request[Any, Any, Any], res: ResourcesDep, data: JSONBody[RequeueDead | None] = None
+    ) -> dict[str, int]:
         async with transaction(res.engine) as conn:
             count = await dead_letters.requeue_dead(conn, caller_of(request), data.stream if data else None)
         res.wake_dispatcher()
         return {"requeued": count}
 
     @get("/{event_id:str}", summary="One outbox event and its delivery state")
-    async def get_event(self, event_id: str, res: Resources) -> dict[str, Any]:
+    async def get_event(self, event_id: FromPath[str], res: ResourcesDep) -> dict[str, Any]:
         async with reading(res.engine) as conn:
             return await dead_letters.get_outbox_event(conn, event_id)
 
     @post("/{event_id:str}/requeue", status_code=200, summary="Requeue one dead event")
-    async def requeue(self, request: Request[Any, Any, Any], event_id: str, res: Resources) -> dict[str, Any]:
+    async def requeue(
+        self, request: Request[Any, Any, Any], event_id: FromPath[str], res: ResourcesDep
+    ) -> dict[str, Any]:
         async with transaction(res.engine) as conn:
             event = await dead_letters.requeue(conn, event_id, caller_of(request))
         res.wake_dispatcher()

@@ -6,11 +6,12 @@ from typing import Any
 
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.di import Provide
+from litestar.params import FromPath, JSONBody
 
 from caracal.db.engine import reading, transaction
 from caracal.domain import zones
 from caracal.domain.zones import ZoneCreate, ZoneUpdate
-from caracal_api.resources import Resources, provide_resources
+from caracal_api.resources import ResourcesDep, provide_resources
 from caracal_api.routes.common import caller_of, list_response, page_of
 
 BODY = {"body_error": "invalid_zone"}
@@ -22,39 +23,50 @@ class ZoneController(Controller):
     dependencies = {"res": Provide(provide_resources, sync_to_thread=False)}
 
     @get("/", summary="List zones (newest first; Link header for the next page)")
-    async def list_zones(self, request: Request[Any, Any, Any], res: Resources) -> Response[list[dict[str, Any]]]:
+    async def list_zones(
+        self, request: Request[Any, Any, Any], res: ResourcesDep
+    ) -> Response[list[dict[str, Any]]]:
         page = page_of(request)
         async with reading(res.engine) as conn:
             result = await zones.list_zones(conn, page)
         return list_response(request, page, result)
 
     @post("/", opt=BODY, summary="Create a zone (slug generated from the name when absent)")
-    async def create_zone(self, request: Request[Any, Any, Any], res: Resources, data: ZoneCreate) -> dict[str, Any]:
+    async def create_zone(
+        self, request: Request[Any, Any, Any], res: ResourcesDep, data: JSONBody[ZoneCreate]
+    ) -> dict[str, Any]:
         async with transaction(res.engine) as conn:
             zone = await zones.create_zone(conn, res.settings.kek, data, caller_of(request))
         res.wake_dispatcher()
         return zone
 
     @get("/{zone_id:str}", summary="Get a zone")
-    async def get_zone(self, zone_id: str, res: Resources) -> dict[str, Any]:
+    async def get_zone(self, zone_id: FromPath[str], res: ResourcesDep) -> dict[str, Any]:
         async with reading(res.engine) as conn:
             return await zones.get_zone(conn, zone_id)
 
     @get("/{zone_id:str}/dcr-status", summary="DCR switch and live DCR applications of a zone")
-    async def dcr_status(self, zone_id: str, res: Resources) -> dict[str, Any]:
+    async def dcr_status(self, zone_id: FromPath[str], res: ResourcesDep) -> dict[str, Any]:
         async with reading(res.engine) as conn:
             return await zones.dcr_status(conn, zone_id)
 
     @patch("/{zone_id:str}", opt=BODY, summary="Update a zone; dcr_enabled=false may shut DCR down")
-    async def update_zone(self, request: Request[Any, Any, Any], zone_id: str, res: Resources,
-                          data: ZoneUpdate) -> dict[str, Any]:
+    async def update_zone(
+        self,
+        request: Request[Any, Any, Any],
+        zone_id: FromPath[str],
+        res: ResourcesDep,
+        data: JSONBody[ZoneUpdate],
+    ) -> dict[str, Any]:
         async with transaction(res.engine) as conn:
             zone = await zones.update_zone(conn, zone_id, data, caller_of(request))
         res.wake_dispatcher()
         return zone
 
     @delete("/{zone_id:str}", summary="Archive a zone")
-    async def delete_zone(self, request: Request[Any, Any, Any], zone_id: str, res: Resources) -> None:
+    async def delete_zone(
+        self, request: Request[Any, Any, Any], zone_id: FromPath[str], res: ResourcesDep
+    ) -> None:
         async with transaction(res.engine) as conn:
             await zones.delete_zone(conn, zone_id, caller_of(request))
         res.wake_dispatcher()

@@ -1,0 +1,149 @@
+"""Real servers and real processes for the test suite: one fixture chain, shared per session."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from caracal.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+
+HMAC_KEY_HEX = secrets.token_hex(32)
+KEK = f"test1:{secrets.token_hex(32)}"
+ADMIN_TOKEN = "cat_test_" + secrets.token_urlsafe(24)
+
+
+def docker_answers() -> bool:
+    try:
+        return (
+            subprocess.run(["docker", "info"], capture_output=True, timeout=10, check=False).returncode == 0
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@dataclass
+class Servers:
+    """Where Postgres and Redis answer; `postgres`/`redis` are set when the suite controls the process."""
+
+    postgres_url: str
+    redis_url: str
+    postgres: EmbeddedPostgres | None = None
+    redis: EmbeddedRedis | None = None
+    cleanups: list[contextlib.ExitStack] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def real_servers(workdir: Path) -> Iterator[Servers]:
+    """DATABASE_URL/REDIS_URL when set, else testcontainers with a Docker engine, else embedded servers."""
+    with contextlib.ExitStack() as stack:
+        pg_url, redis_url = os.environ.get("DATABASE_URL"), os.environ.get("REDIS_URL")
+        pg = rd = None
+        docker = (not pg_url or not redis_url) and docker_answers()
+        if not pg_url and docker:
+            from testcontainers.postgres import PostgresContainer
+
+            container = stack.enter_context(PostgresContainer("postgres:18", driver=None))
+            pg_url = container.get_connection_url()
+        elif not pg_url:
+            pg = EmbeddedPostgres(workdir / "postgres", durable=False, database="postgres")
+            pg_url = pg.start()
+            stack.callback(pg.destroy)
+        if not redis_url and docker:
+            from testcontainers.redis import RedisContainer
+
+            rc = stack.enter_context(RedisContainer("redis:7"))
+            redis_url = f"redis://{rc.get_container_host_ip()}:{rc.get_exposed_port(6379)}/0"
+        elif not redis_url:
+            rd = EmbeddedRedis(workdir / "redis")
+            redis_url = rd.start()
+            stack.callback(rd.destroy)
+        yield Servers(pg_url, redis_url, pg, rd)
+
+
+def with_database(url: str, database: str) -> str:
+    base, _, _ = url.rpartition("/")
+    return f"{base}/{database}"
+
+
+def service_env(database_url: str, redis_url: str, **overrides: str) -> dict[str, str]:
+    """The environment a service process gets in tests (fast polls, no request limits)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CARACAL_", "STREAMS_", "API_"))}
+    env.update(
+        {
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "CARACAL_KEK": KEK,
+            "STREAMS_HMAC_KEY": HMAC_KEY_HEX,
+            "CARACAL_ADMIN_TOKEN": ADMIN_TOKEN,
+            "API_V1_RATE_LIMIT_PER_MIN": "0",
+            "READY_RATE_LIMIT_PER_MIN": "0",
+            "CARACAL_SHUTDOWN_TIMEOUT_MS": "5000",
+            "LOG_LEVEL": "info",
+        }
+    )
+    env.update(overrides)
+    return env
+
+
+@dataclass
+class Service:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    port: int | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 15) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+
+def start_service(kind: str, env: dict[str, str], logdir: Path, *, tag: str = "") -> Service:
+    """Start `python -m caracal_<kind>` the way `caracal up` does; the API gets a free port."""
+    env = dict(env)
+    port = None
+    if kind == "api":
+        port = free_port()
+        env["PORT"] = str(port)
+    log_path = logdir / f"{kind}{tag}-{time.monotonic_ns()}.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", f"caracal_{kind}"], env=env, stdout=log_file, stderr=subprocess.STDOUT
+        )
+    return Service(kind, process, log_path, port)
+
+
+def wait_ready(service: Service, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if service.process.poll() is not None:
+            raise AssertionError(f"{service.name} exited:\n{service.log()[-4000:]}")
+        try:
+            with urllib.request.urlopen(f"{service.url}/ready", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{service.name} not ready in {timeout}s:\n{service.log()[-4000:]}")
