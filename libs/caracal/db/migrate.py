@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
@@ -74,3 +76,20 @@ async def run_migrations(engine: AsyncEngine) -> list[str]:
 async def current_revision(engine: AsyncEngine) -> str | None:
     async with engine.connect() as conn:
         return await conn.run_sync(_current)
+
+
+async def wait_for_schema(engine: AsyncEngine, stopped: Callable[[], bool], poll: float = 1.0) -> bool:
+    """Workers start with the API: wait until its migrations reach head; False if stopped first."""
+    head = head_revision()
+    logged = False
+    while not stopped():
+        try:
+            if await current_revision(engine) == head:
+                return True
+        except Exception as exc:
+            log.debug("schema check failed: %r", exc)
+        if not logged:
+            log.info("waiting for migrations to reach %s (the API runs them at start)", head)
+            logged = True
+        await asyncio.sleep(poll)
+    return False

@@ -10,6 +10,7 @@ from redis.exceptions import RedisError
 
 from caracal.cli import settings_or_exit
 from caracal.db.engine import create_engine
+from caracal.db.migrate import wait_for_schema
 from caracal.outbox import WAKE_CHANNEL
 from caracal.settings import Settings
 from caracal.telemetry import configure_logging
@@ -58,6 +59,8 @@ async def run(settings: Settings) -> None:
         settings.outbox_batch,
     )
     try:
+        if not await wait_for_schema(engine, lambda: stop.is_set):
+            return
         loop = poll_loop(
             "dispatcher",
             dispatcher.iteration,

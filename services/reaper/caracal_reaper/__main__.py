@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from caracal.cli import settings_or_exit
 from caracal.db.engine import create_engine
+from caracal.db.migrate import wait_for_schema
 from caracal.settings import Settings
 from caracal.telemetry import configure_logging
 from caracal.worker import StopSignal, poll_loop, run_until_stopped
@@ -34,6 +35,8 @@ async def run(settings: Settings) -> None:
 
     log.info("reaper: running jobs every %.1f s", interval)
     try:
+        if not await wait_for_schema(engine, lambda: stop.is_set):
+            return
         await run_until_stopped(
             poll_loop("reaper", iteration, stop, error_delay=interval),
             stop,

@@ -1,0 +1,98 @@
+"""Settings: every variable read once, bad values named in one line."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from caracal.settings import SettingsError, load_settings
+
+VALID = {
+    "DATABASE_URL": "postgresql://u@127.0.0.1:5432/db",
+    "REDIS_URL": "redis://127.0.0.1:6379/0",
+    "CARACAL_KEK": "k1:" + "ab" * 32,
+    "STREAMS_HMAC_KEY": "cd" * 32,
+}
+
+
+def test_defaults_follow_the_design_table() -> None:
+    """Unset variables take DESIGN.md's defaults."""
+    settings = load_settings(VALID)
+    assert (settings.port, settings.db_pool_max, settings.db_statement_timeout_ms) == (3000, 20, 15000)
+    assert (settings.outbox_poll_ms, settings.outbox_batch, settings.outbox_max_attempts) == (250, 32, 100)
+    assert (settings.shutdown_timeout_ms, settings.mode, settings.log_level) == (15000, "stable", "info")
+    assert settings.local_bootstrap_enabled is False
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("CARACAL_DB_POOL_MAX", "abc", "CARACAL_DB_POOL_MAX: must be an integer, got 'abc'"),
+        ("PORT", "70000", "PORT: must be between 1 and 65535, got 70000"),
+        (
+            "CARACAL_LOCAL_BOOTSTRAP_ENABLED",
+            "maybe",
+            "CARACAL_LOCAL_BOOTSTRAP_ENABLED: must be true or false",
+        ),
+        ("CARACAL_MODE", "prod", "CARACAL_MODE: must be one of dev, rc, stable"),
+        ("CARACAL_KEK", "k1:xyz", "CARACAL_KEK: key 'k1' must be 64 hex characters"),
+        ("STREAMS_HMAC_KEY", "abcd", "STREAMS_HMAC_KEY: must decode to at least 32 bytes"),
+        ("DATABASE_URL", "mysql://x", "DATABASE_URL: must start with postgresql://"),
+        ("CARACAL_ADMIN_TOKEN", "short", "CARACAL_ADMIN_TOKEN: must be 16..4096 characters"),
+    ],
+)
+def test_bad_value_names_the_variable(name: str, value: str, message: str) -> None:
+    """A bad value raises SettingsError whose message starts with the variable's name."""
+    with pytest.raises(SettingsError) as raised:
+        load_settings({**VALID, name: value})
+    assert str(raised.value).startswith(message)
+
+
+def test_stable_mode_requires_signing_key_and_kek() -> None:
+    """Outside dev mode the stream signing key and the KEK are required."""
+    with pytest.raises(SettingsError, match="^STREAMS_HMAC_KEY: required"):
+        load_settings({k: v for k, v in VALID.items() if k != "STREAMS_HMAC_KEY"})
+    with pytest.raises(SettingsError, match="^CARACAL_KEK: required"):
+        load_settings({k: v for k, v in VALID.items() if k != "CARACAL_KEK"})
+    dev = load_settings({"CARACAL_MODE": "dev"})
+    assert dev.streams_hmac_key is None and dev.kek.active is None
+
+
+def test_kek_holds_several_keys_and_the_first_wraps() -> None:
+    """CARACAL_KEK lists keys with ids; the first is active, every one can unwrap."""
+    settings = load_settings({**VALID, "CARACAL_KEK": f"new:{'11' * 32}, old:{'22' * 32}"})
+    assert settings.kek.active == ("new", bytes.fromhex("11" * 32))
+    assert settings.kek.get("old") == bytes.fromhex("22" * 32)
+    assert load_settings({**VALID, "CARACAL_KEK": "33" * 32}).kek.active == (
+        "default",
+        bytes.fromhex("33" * 32),
+    )
+
+
+def test_unreadable_secret_file_is_named() -> None:
+    """<NAME>_FILE that cannot be read stops start-up naming the variable."""
+    with pytest.raises(SettingsError, match="^CARACAL_KEK_FILE: cannot read"):
+        load_settings({**VALID, "CARACAL_KEK": "", "CARACAL_KEK_FILE": "/nonexistent/kek"})
+
+
+def test_secret_file_is_read_and_trimmed(tmp_path: Path) -> None:
+    """STREAMS_HMAC_KEY_FILE supplies the key, trailing whitespace trimmed."""
+    path = tmp_path / "hmac"
+    path.write_text("ef" * 32 + "\n\n")
+    settings = load_settings(
+        {**{k: v for k, v in VALID.items() if k != "STREAMS_HMAC_KEY"}, "STREAMS_HMAC_KEY_FILE": str(path)}
+    )
+    assert settings.streams_hmac_key == bytes.fromhex("ef" * 32)
+
+
+@pytest.mark.parametrize("module", ["caracal_api", "caracal_dispatcher", "caracal_reaper"])
+def test_process_with_bad_value_exits_with_one_line(module: str) -> None:
+    """Each process stops at start-up with exit code 2 and one line naming the variable."""
+    env = {**VALID, "CARACAL_DB_POOL_MAX": "abc", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-m", module], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert lines == ["caracal: configuration error: CARACAL_DB_POOL_MAX: must be an integer, got 'abc'"]
