@@ -206,3 +206,7 @@ def _print_summary(settings: Settings, env: dict[str, str]) -> None:
         "",
     ]
     print("\n".join(lines), flush=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

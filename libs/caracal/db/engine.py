@@ -34,6 +34,7 @@ def create_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncE
         pool_size=pool_size or settings.db_pool_max,
         max_overflow=0,
         pool_pre_ping=True,
+        hide_parameters=True,  # statement parameters may hold sealed secrets: never in logs
         pool_timeout=10,
         connect_args={
             "timeout": 5,
