@@ -11,9 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from redis.asyncio import Redis
 
+from caracal.db.engine import plain_url
 from caracal.db.migrate import head_revision
 from caracal.events import CHANGES, verify
 from tests.conftest import recreate_database
@@ -64,6 +66,14 @@ async def test_four_api_replicas_on_an_empty_database_migrate_exactly_once(
     logs = [service.log() for service in started]
     assert sum(f"migrations: applied {head_revision()}" in log for log in logs) == 1
     assert sum("schema already at head" in log for log in logs) == 3
+    conn = await asyncpg.connect(plain_url(env["DATABASE_URL"]))
+    try:
+        seeded = await conn.fetchval("SELECT count(*) FROM admin_tokens WHERE revoked_at IS NULL")
+        versions = await conn.fetch("SELECT version_num FROM alembic_version")
+    finally:
+        await conn.close()
+    assert seeded == 1
+    assert [row["version_num"] for row in versions] == [head_revision()]
 
 
 async def test_zone_event_reaches_its_stream_signed_within_two_seconds(
