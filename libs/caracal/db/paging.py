@@ -6,12 +6,13 @@ import base64
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, or_
 
 from caracal.errors import InvalidInput
+from caracal.ids import is_valid_param
 from caracal.timefmt import iso_us, parse_iso
 
 
@@ -31,10 +32,10 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         data = json.loads(raw)
         ts, row_id = data["ts"], data["id"]
-        if not (isinstance(ts, str) and ts and isinstance(row_id, str) and row_id):
-            raise ValueError("empty cursor fields")
-        return parse_iso(ts), row_id
-    except (ValueError, KeyError, TypeError) as exc:
+        if not (isinstance(ts, str) and ts and isinstance(row_id, str) and is_valid_param(row_id)):
+            raise ValueError("empty or malformed cursor fields")
+        return parse_iso(ts).astimezone(UTC), row_id
+    except (ValueError, KeyError, TypeError, OverflowError) as exc:
         raise InvalidInput("invalid_cursor", "the cursor was not issued by this API") from exc
 
 
@@ -42,9 +43,11 @@ def parse_page(limit: str | None, cursor: str | None, *, default: int = 200, max
     """Query parameters `limit` (1..maximum) and `cursor` (1..512 chars) of a list route."""
     size = default
     if limit is not None:
-        if not limit.strip().isdigit() or not 1 <= int(limit) <= maximum:
+        digits = limit.strip()
+        # isdigit() alone admits '²' and 5000-digit strings, which int() refuses
+        size = int(digits) if digits.isascii() and digits.isdigit() and len(digits) <= 9 else 0
+        if not 1 <= size <= maximum:
             raise InvalidInput("invalid_query", f"limit must be an integer from 1 to {maximum}")
-        size = int(limit)
     if cursor is None:
         return Page(size)
     if not 1 <= len(cursor) <= 512:

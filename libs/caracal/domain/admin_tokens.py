@@ -13,7 +13,7 @@ from caracal.crypto import digests_equal, new_admin_token, token_digest
 from caracal.db.paging import Listing, Page, listing, paged
 from caracal.db.schema import admin_tokens
 from caracal.domain.context import Actor, Caller
-from caracal.domain.zones import require_live_zone
+from caracal.domain.zones import NO_NUL, require_live_zone
 from caracal.errors import Conflict, InvalidInput, NotFound
 from caracal.ids import new_id
 from caracal.outbox import record_change
@@ -27,9 +27,11 @@ _BOOTSTRAP_LOCK = 7163920485318410
 
 
 class AdminTokenCreate(msgspec.Struct, forbid_unknown_fields=True):
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=120)]
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=120, pattern=NO_NUL)]
     scope: Literal["global", "zone"]
-    zone_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
+    zone_id: (
+        Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=NO_NUL)] | msgspec.UnsetType
+    ) = msgspec.UNSET
     capability: Literal["read", "write", "approve"] = "write"
 
 
@@ -127,17 +129,18 @@ async def _mint(
 
 async def create_admin_token(conn: AsyncConnection, data: AdminTokenCreate, caller: Caller) -> dict[str, Any]:
     """A new token; its cleartext is in this answer only."""
-    if data.scope == "zone" and data.zone_id is None:
+    zone_id = data.zone_id if isinstance(data.zone_id, str) else None
+    if data.scope == "zone" and zone_id is None:
         raise InvalidInput("zone_id_required", "a zone token needs zone_id")
-    if data.scope == "global" and data.zone_id is not None:
+    if data.scope == "global" and zone_id is not None:
         raise InvalidInput("zone_id_not_allowed_for_global", "a global token has no zone_id")
-    if data.zone_id is not None:
-        await require_live_zone(conn, data.zone_id)
+    if zone_id is not None:
+        await require_live_zone(conn, zone_id)
     return await _mint(
         conn,
         name=data.name,
         scope=data.scope,
-        zone_id=data.zone_id,
+        zone_id=zone_id,
         capability=data.capability,
         created_by=caller.actor_name,
         caller=caller,
@@ -152,7 +155,7 @@ async def list_admin_tokens(conn: AsyncConnection, page: Page) -> Listing:
 
 
 async def revoke_admin_token(conn: AsyncConnection, token_id: str, caller: Caller) -> None:
-    """Revoke at once (every replica looks tokens up per request); revoking twice changes nothing."""
+    """Revoke at once (every replica looks tokens up per request); a revoked token is not found again."""
     row = (
         await conn.execute(
             select(admin_tokens.c.revoked_at, admin_tokens.c.zone_id)
@@ -160,10 +163,8 @@ async def revoke_admin_token(conn: AsyncConnection, token_id: str, caller: Calle
             .with_for_update()
         )
     ).first()
-    if row is None:
-        raise NotFound("admin_token_not_found", f"admin token {token_id} does not exist")
-    if row.revoked_at is not None:
-        return
+    if row is None or row.revoked_at is not None:
+        raise NotFound("admin_token_not_found", f"admin token {token_id} does not exist or is revoked")
     await conn.execute(
         update(admin_tokens).where(admin_tokens.c.id == token_id).values(revoked_at=func.now())
     )
@@ -224,7 +225,11 @@ async def bootstrap_local_token(conn: AsyncConnection, caller: Caller) -> dict[s
     usable = (
         await conn.execute(
             select(admin_tokens.c.id)
-            .where(admin_tokens.c.scope == "global", admin_tokens.c.revoked_at.is_(None))
+            .where(
+                admin_tokens.c.scope == "global",
+                admin_tokens.c.capability == "write",
+                admin_tokens.c.revoked_at.is_(None),
+            )
             .limit(1)
         )
     ).first()

@@ -22,8 +22,11 @@ from caracal.outbox import record_change
 from caracal.settings import KeyRing
 from caracal.timefmt import iso_ms
 
-Name = Annotated[str, msgspec.Meta(min_length=1)]
-Slug = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9-]+$")]
+NO_NUL = r"^[^\x00]*$"  # Postgres text cannot hold NUL: refuse it as input, not as a 500
+# The contract sets no length limit, but a unique btree entry cannot exceed ~2700 bytes.
+SLUG_MAX = 2000
+Name = Annotated[str, msgspec.Meta(min_length=1, pattern=NO_NUL)]
+Slug = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9-]+$", max_length=SLUG_MAX)]
 SLUG_CONSTRAINT = "zones_slug_key"
 _NON_SLUG = re.compile(r"[^a-z0-9]+")
 
@@ -63,7 +66,8 @@ def zone_wire(row: Any) -> dict[str, Any]:
 
 
 def slugify(name: str, fallback: str) -> str:
-    return _NON_SLUG.sub("-", name.lower()).strip("-") or fallback
+    """Room is left for the `-<uuidv7 hex>` suffix within SLUG_MAX."""
+    return _NON_SLUG.sub("-", name.lower()).strip("-")[: SLUG_MAX - 40].rstrip("-") or fallback
 
 
 def first_free(base: str, taken: set[str]) -> str:
@@ -130,12 +134,14 @@ async def create_zone(
         "dek_ciphertext": dek,
         "kek_arn": key_id,
     }
-    for _attempt in range(3):
-        slug = (
-            data.slug
-            if isinstance(data.slug, str)
-            else first_free(base := slugify(data.name, "zone"), await _taken_slugs(conn, base))
+    base = slugify(data.name, "zone")
+    if not isinstance(data.slug, str):
+        # creators of one base slug take turns (until commit), so none exhausts its attempts
+        await conn.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"zones.slug:{base}"}
         )
+    for _attempt in range(3):
+        slug = data.slug if isinstance(data.slug, str) else first_free(base, await _taken_slugs(conn, base))
         try:
             async with conn.begin_nested():
                 row = (

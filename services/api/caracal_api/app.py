@@ -6,8 +6,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from litestar import Litestar, Router
+from litestar import Litestar, Request, Router, get
 from litestar.connection import ASGIConnection
+from litestar.enums import OpenAPIMediaType
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
@@ -31,6 +32,11 @@ from caracal_api.routes.zones import ZoneController
 async def guard_v1(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     if not handler.opt.get("public"):
         await admin_guard(connection, handler)
+
+
+@get("/openapi.json", include_in_schema=False, media_type=OpenAPIMediaType.OPENAPI_JSON, sync_to_thread=False)
+def openapi_json(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    return request.app.openapi_schema.to_schema()
 
 
 def build_resources(settings: Settings) -> Resources:
@@ -62,7 +68,7 @@ def create_app(settings: Settings, resources: Resources | None = None) -> ASGIAp
         security=[{"bearer": []}],
     )
     app = Litestar(
-        route_handlers=[v1, health, ready, metrics],
+        route_handlers=[v1, health, ready, metrics, openapi_json],
         exception_handlers={Exception: handle_exception},
         lifespan=[lifespan],
         request_max_body_size=settings.body_limit_bytes,
@@ -70,8 +76,9 @@ def create_app(settings: Settings, resources: Resources | None = None) -> ASGIAp
         openapi_config=OpenAPIConfig(
             title="Caracal control plane",
             version="0.1.0",
-            path="/",
-            render_plugins=[JsonRenderPlugin(path="/openapi.json"), SwaggerRenderPlugin(path="/docs")],
+            # under /docs, the plugin's HTML catch-all `/{path}` cannot answer unknown root paths
+            path="/docs",
+            render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin(path="/openapi.json")],
             components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}),
         ),
         debug=False,

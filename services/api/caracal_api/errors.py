@@ -80,7 +80,9 @@ def _http_problem(request: Request[Any, Any, Any], exc: HTTPException) -> Respon
     if status == 413:
         return problem(413, "payload_too_large", "the request body is larger than API_BODY_LIMIT_BYTES")
     if status == 405:
-        return problem(405, "method_not_allowed", f"{request.method} is not allowed here")
+        response = problem(405, "method_not_allowed", f"{request.method} is not allowed here")
+        response.headers.update({k: v for k, v in (exc.headers or {}).items() if k.lower() == "allow"})
+        return response
     if status == 400 and handler is not None:
         return _body_problem(request, exc, handler.opt.get("body_error", "invalid_body"))
     return problem(status, _TITLES.get(status, "error").lower().replace(" ", "_"), str(exc.detail))

@@ -74,8 +74,10 @@ class RequestContext:
         state: dict[str, Any] = scope.get("state", {})
         caller = state.get("caller") or Caller(None, state.get("request_id"))
         query = scope.get("query_string", b"").decode("latin-1")
-        url = scope["path"] + (f"?{query}" if query else "")
-        zone_id, entity_type, entity_id = entity_of(scope["path"])
+        # the URL as sent (still percent-encoded, like the original's req.url): a decoded %00 cannot be stored
+        path = bytes(scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+        url = path + (f"?{query}" if query else "")
+        zone_id, entity_type, entity_id = entity_of(path)
         async with transaction(self.resources.engine) as conn:
             await record_audit(
                 conn,

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-from urllib.parse import quote, urlencode
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, quote, urlencode
 
+import msgspec
 from litestar import Request, Response
+from litestar.exceptions import ValidationException
 
 from caracal.db.paging import Listing, Page, parse_page
 from caracal.domain.context import Caller
+
+T = TypeVar("T")
 
 
 def page_of(request: Request[Any, Any, Any], *, default: int = 200, maximum: int = 500) -> Page:
@@ -18,6 +22,14 @@ def page_of(request: Request[Any, Any, Any], *, default: int = 200, maximum: int
         default=default,
         maximum=maximum,
     )
+
+
+async def strictly(request: Request[Any, Any, Any], data: T) -> T:
+    """`data` decoded again without Litestar's lax coercions: "true" or 1 is not a boolean here."""
+    try:
+        return msgspec.json.decode(await request.body(), type=type(data), strict=True)
+    except msgspec.ValidationError as exc:
+        raise ValidationException(str(exc), extra=[{"message": str(exc), "key": "data"}]) from exc
 
 
 def caller_of(request: Request[Any, Any, Any]) -> Caller:
@@ -31,9 +43,8 @@ def caller_of(request: Request[Any, Any, Any]) -> Caller:
 
 def next_link(request: Request[Any, Any, Any], cursor: str, limit: int) -> str:
     """The request's query in its order, limit set, cursor last (as the original writes it)."""
-    params = [
-        (k, str(limit) if k == "limit" else v) for k, v in request.query_params.multi_items() if k != "cursor"
-    ]
+    query = parse_qsl(request.url.query, keep_blank_values=True)  # query_params does not keep the order
+    params = [(k, str(limit) if k == "limit" else v) for k, v in query if k != "cursor"]
     if not any(k == "limit" for k, _ in params):
         params.append(("limit", str(limit)))
     params.append(("cursor", cursor))

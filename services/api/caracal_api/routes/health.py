@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from litestar import Request, Response, get
+from litestar import MediaType, Request, Response, get
 from litestar.di import Provide
 from sqlalchemy import text
 
@@ -65,10 +65,10 @@ async def ready(  # noqa: PLR0911 - one answer per reason, in the contract's ord
 
 
 @get("/metrics", dependencies=DEPS, tags=["operations"], summary="Prometheus metrics", media_type=PROMETHEUS)
-async def metrics(request: Request[Any, Any, Any], res: ResourcesDep) -> Response[str]:
+async def metrics(request: Request[Any, Any, Any], res: ResourcesDep) -> Response[Any]:
     bearer = res.settings.metrics_bearer
     if bearer is not None and request.headers.get("authorization") != f"Bearer {bearer}":
-        return Response({"error": "unauthorized"}, status_code=401)  # type: ignore[arg-type]
+        return Response({"error": "unauthorized"}, status_code=401, media_type=MediaType.JSON)
     http: HttpMetrics = request.app.state.http_metrics
     lines = list(http.render())
     try:

@@ -1,0 +1,78 @@
+"""What the API tests share: an app with changed settings, token and zone makers, table reads."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from typing import Any
+
+import httpx
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from caracal_api.app import create_app
+from caracal_api.resources import Resources
+
+
+@asynccontextmanager
+async def app_with(
+    resources: Resources, peers: tuple[str, ...] = ("127.0.0.1",), **overrides: Any
+) -> AsyncIterator[list[httpx.AsyncClient]]:
+    """A fresh app over the same servers with some settings changed; one client per peer address."""
+    res = Resources(
+        settings=replace(resources.settings, **overrides),
+        engine=resources.engine,
+        redis=resources.redis,
+        background=resources.background,
+    )
+    app = create_app(res.settings, res)
+    clients = [
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app, client=(peer, 40000)), base_url="http://caracal.test"
+        )
+        for peer in peers
+    ]
+    try:
+        yield clients
+    finally:
+        for http in clients:
+            await http.aclose()
+
+
+async def settle(resources: Resources) -> None:
+    """Wait for the work spawned after responses (audit rows, last_used_at)."""
+    for task in list(resources.background):
+        await task
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def make_zone(client: httpx.AsyncClient, admin: dict[str, str], **body: Any) -> dict[str, Any]:
+    response = await client.post("/v1/zones", json={"name": "Zone", **body}, headers=admin)
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+async def make_token(client: httpx.AsyncClient, admin: dict[str, str], **body: Any) -> dict[str, Any]:
+    response = await client.post(
+        "/v1/admin-tokens", json={"name": "t", "scope": "global", **body}, headers=admin
+    )
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+async def outbox(engine: AsyncEngine) -> list[tuple[str, dict[str, Any]]]:
+    """(stream, payload) of every event_outbox row, in insertion order."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(text("SELECT stream_name, payload_json FROM event_outbox ORDER BY seq"))
+        return [(row.stream_name, row.payload_json) for row in rows]
+
+
+async def count_rows(engine: AsyncEngine, table: str) -> int:
+    async with engine.connect() as conn:
+        return int((await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one())
