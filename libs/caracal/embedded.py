@@ -33,6 +33,19 @@ def _port_answers(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _stop_process(process: subprocess.Popen[bytes] | None, sig: signal.Signals, timeout: float) -> None:
+    """Signal a server and wait for it; one that does not stop in time is killed."""
+    if process is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(sig)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def _stored_port(path: Path) -> int:
     """The port a data directory used last time, so URLs stay the same across restarts."""
     if path.exists():
@@ -195,15 +208,7 @@ class EmbeddedPostgres:
 
     def stop(self, mode: signal.Signals = signal.SIGINT) -> None:
         """SIGINT is Postgres' fast shutdown; SIGKILL simulates a crash."""
-        if self.process is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            self.process.send_signal(mode)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        _stop_process(self.process, mode, timeout=30)
         self.process = None
 
     def restart(self) -> None:
@@ -271,15 +276,7 @@ class EmbeddedRedis:
         return self.url
 
     def stop(self, mode: signal.Signals = signal.SIGTERM) -> None:
-        if self.process is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            self.process.send_signal(mode)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        _stop_process(self.process, mode, timeout=15)
         self.process = None
 
     def destroy(self) -> None:

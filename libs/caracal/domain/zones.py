@@ -65,6 +65,12 @@ def zone_wire(row: Any) -> dict[str, Any]:
     }
 
 
+async def _zone_changed(conn: AsyncConnection, event: str, zone_id: str, caller: Caller) -> None:
+    await record_change(
+        conn, event, entity_type="zone", entity_id=zone_id, zone_id=zone_id, request_id=caller.request_id
+    )
+
+
 def slugify(name: str, fallback: str) -> str:
     """Room is left for the `-<uuidv7 hex>` suffix within SLUG_MAX."""
     return _NON_SLUG.sub("-", name.lower()).strip("-")[: SLUG_MAX - 40].rstrip("-") or fallback
@@ -153,14 +159,7 @@ async def create_zone(
                 raise _slug_conflict(exc, slug) from exc
     else:
         raise Conflict("zone_slug_conflict", "could not find a free slug; give one")
-    await record_change(
-        conn,
-        "zone.created",
-        entity_type="zone",
-        entity_id=zone_id,
-        zone_id=zone_id,
-        request_id=caller.request_id,
-    )
+    await _zone_changed(conn, "zone.created", zone_id, caller)
     return zone_wire(row)
 
 
@@ -198,14 +197,7 @@ async def update_zone(
             ).one()
     except IntegrityError as exc:
         raise _slug_conflict(exc, str(changes.get("slug"))) from exc
-    await record_change(
-        conn,
-        "zone.updated",
-        entity_type="zone",
-        entity_id=zone_id,
-        zone_id=zone_id,
-        request_id=caller.request_id,
-    )
+    await _zone_changed(conn, "zone.updated", zone_id, caller)
     return zone_wire(row)
 
 
@@ -245,14 +237,7 @@ async def delete_zone(conn: AsyncConnection, zone_id: str, caller: Caller) -> No
     )
     if result.first() is None:
         raise NotFound("zone_not_found", f"zone {zone_id} does not exist")
-    await record_change(
-        conn,
-        "zone.deleted",
-        entity_type="zone",
-        entity_id=zone_id,
-        zone_id=zone_id,
-        request_id=caller.request_id,
-    )
+    await _zone_changed(conn, "zone.deleted", zone_id, caller)
 
 
 async def zone_is_live(conn: AsyncConnection, zone_id: str) -> bool:
