@@ -1,0 +1,350 @@
+"""The outbox dispatcher in-process, over real Postgres and Redis: entries, order, duplicates, retries."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from caracal.embedded import EmbeddedRedis
+from caracal.events import stats_key, verify
+from caracal.outbox import record_event
+from caracal.settings import Settings
+from caracal_dispatcher.dispatcher import Dispatcher
+from caracal_dispatcher.leases import StreamLeases
+from caracal_dispatcher.publisher import StreamPublisher
+from tests.support import HMAC_KEY_HEX
+
+STREAM = "caracal.sessions.revoke"
+OTHER = "caracal.policy.invalidate"
+
+MakeDispatcher = Callable[..., Dispatcher]
+
+
+@pytest_asyncio.fixture
+async def make_dispatcher(
+    settings: Settings, engine: AsyncEngine, redis: Redis
+) -> AsyncIterator[MakeDispatcher]:
+    """Dispatchers on the test's database, publishing to `publish_to` (the session's Redis by default)."""
+    made: list[Dispatcher] = []
+
+    def make(publish_to: Redis | None = None, **overrides: Any) -> Dispatcher:
+        tuned = dataclasses.replace(settings, **overrides)
+        publisher = StreamPublisher(publish_to or redis, tuned.streams_hmac_key, tuned.outbox_stream_maxlen)
+        dispatcher = Dispatcher(tuned, engine, publisher, StreamLeases(str(tuned.database_url)))
+        made.append(dispatcher)
+        return dispatcher
+
+    yield make
+    for dispatcher in made:
+        await dispatcher.leases.close()
+
+
+@pytest.fixture
+def outage_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A Redis server of this test alone, started once (so it has a port and a data dir) and stopped."""
+    server = EmbeddedRedis(tmp_path / "redis")
+    server.start()
+    server.stop()
+    yield server
+    server.destroy()
+
+
+@pytest_asyncio.fixture
+async def outage_client(outage_redis: EmbeddedRedis) -> AsyncIterator[Redis]:
+    """A client of the stopped server that fails at once instead of retrying the connection."""
+    client = Redis.from_url(
+        outage_redis.url, socket_connect_timeout=1, socket_timeout=2, retry=Retry(NoBackoff(), 0)
+    )
+    yield client
+    await client.aclose()
+
+
+async def publish(engine: AsyncEngine, stream: str, payloads: list[dict[str, Any]]) -> list[str]:
+    """Record the events in one committed transaction; returns their outbox ids."""
+    async with engine.begin() as conn:
+        return [await record_event(conn, stream, payload) for payload in payloads]
+
+
+async def stream_ids(redis: Redis, stream: str) -> list[str]:
+    return [fields[b"outbox_id"].decode() for _, fields in await redis.xrange(stream)]
+
+
+async def outbox_row(engine: AsyncEngine, outbox_id: str) -> Any:
+    async with engine.connect() as conn:
+        query = text(
+            "SELECT attempts, available_at, available_at = 'infinity' AS infinite, dead_at,"
+            " dispatched_at, last_error FROM event_outbox WHERE id = :id"
+        )
+        return (await conn.execute(query, {"id": outbox_id})).one()
+
+
+async def db_now(engine: AsyncEngine) -> datetime:
+    async with engine.connect() as conn:
+        now: datetime = (await conn.execute(text("SELECT clock_timestamp()"))).scalar_one()
+        return now
+
+
+async def make_due(engine: AsyncEngine, *outbox_ids: str) -> None:
+    """Let the backoff pass without waiting for it."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE event_outbox SET available_at = now() WHERE id = ANY(:ids)"),
+            {"ids": list(outbox_ids)},
+        )
+
+
+async def pending_ids(engine: AsyncEngine) -> set[str]:
+    async with engine.connect() as conn:
+        query = text("SELECT id FROM event_outbox WHERE dispatched_at IS NULL")
+        return set((await conn.execute(query)).scalars())
+
+
+async def test_entry_is_flat_with_outbox_id_payload_and_verifying_signature(
+    make_dispatcher: MakeDispatcher, engine: AsyncEngine, redis: Redis
+) -> None:
+    """An entry holds outbox_id and the payload's non-null values as strings, signed under the session key."""
+    payload = {
+        "zone_id": "z1",
+        "session_id": "s1",
+        "reason": "grant_revoked",
+        "n": 3,
+        "live": True,
+        "x": None,
+    }
+    [outbox_id] = await publish(engine, STREAM, [payload])
+    await make_dispatcher().iteration()
+    [(_, raw)] = await redis.xrange(STREAM)
+    fields = {k.decode(): v.decode() for k, v in raw.items()}
+    assert set(fields) == {"outbox_id", "zone_id", "session_id", "reason", "n", "live", "_sig"}
+    assert fields["outbox_id"] == outbox_id
+    assert (fields["n"], fields["live"], fields["reason"]) == ("3", "true", "grant_revoked")
+    assert verify(bytes.fromhex(HMAC_KEY_HEX), STREAM, fields)
+    assert not verify(bytes.fromhex(HMAC_KEY_HEX), OTHER, fields)
+    assert await pending_ids(engine) == set()
+
+
+async def test_rolled_back_transaction_leaves_no_row_and_no_entry(
+    make_dispatcher: MakeDispatcher, engine: AsyncEngine, redis: Redis
+) -> None:
+    """An event recorded in a transaction that rolls back is never stored nor published."""
+    async with engine.connect() as conn:
+        trans = await conn.begin()
+        await record_event(conn, STREAM, {"zone_id": "gone"})
+        await trans.rollback()
+    [kept] = await publish(engine, STREAM, [{"zone_id": "kept"}])
+    async with engine.connect() as conn:
+        rows = (await conn.execute(text("SELECT id FROM event_outbox"))).scalars().all()
+    assert rows == [kept]
+    await make_dispatcher().iteration()
+    assert await stream_ids(redis, STREAM) == [kept]
+
+
+async def test_stream_waits_for_an_older_open_transaction_then_follows_transaction_order(
+    make_dispatcher: MakeDispatcher, engine: AsyncEngine, redis: Redis
+) -> None:
+    """A later transaction committed first is held back until the older one commits, then comes after it."""
+    dispatcher = make_dispatcher()
+    slow = await engine.connect()
+    try:
+        slow_tx = await slow.begin()
+        first = await record_event(slow, STREAM, {"zone_id": "z", "session_id": "slow"})
+        [second] = await publish(engine, STREAM, [{"zone_id": "z", "session_id": "fast"}])
+        for _ in range(3):
+            await dispatcher.iteration()
+        assert await redis.xlen(STREAM) == 0, "published past a transaction still in progress"
+        assert await pending_ids(engine) == {second}
+        await slow_tx.commit()
+    finally:
+        await slow.close()
+    await dispatcher.iteration()
+    assert await stream_ids(redis, STREAM) == [first, second]
+    async with engine.connect() as conn:
+        keys = (await conn.execute(text("SELECT id FROM event_outbox ORDER BY txid, seq"))).scalars().all()
+    assert keys == [first, second]
+
+
+async def test_crash_between_publish_and_mark_is_reconciled_without_repeating_entries(
+    make_dispatcher: MakeDispatcher, engine: AsyncEngine, redis: Redis
+) -> None:
+    """A batch published but not marked is marked delivered by the next dispatcher, never re-sent."""
+    ids = await publish(engine, STREAM, [{"zone_id": "z", "session_id": f"s{i}"} for i in range(5)])
+    crashed = make_dispatcher()
+    await crashed.iteration()
+    assert await stream_ids(redis, STREAM) == ids
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE event_outbox SET dispatched_at = NULL WHERE id = ANY(:ids)"), {"ids": ids}
+        )
+    await crashed.leases.close()
+    [later] = await publish(engine, STREAM, [{"zone_id": "z", "session_id": "later"}])
+    successor = make_dispatcher()
+    await successor.iteration()
+    await successor.iteration()
+    assert await stream_ids(redis, STREAM) == [*ids, later]
+    assert await pending_ids(engine) == set()
+    stats = await redis.hgetall(stats_key(STREAM))
+    assert int(stats.get(b"duplicates_skipped", 0)) == 0, "reconciliation should mark, not re-send"
+
+
+async def test_republished_batch_is_kept_out_by_the_high_water_mark(
+    make_dispatcher: MakeDispatcher, engine: AsyncEngine, redis: Redis
+) -> None:
+    """Rows sent again by the dispatcher that still holds the stream add no entry and end up delivered."""
+    ids = await publish(engine, STREAM, [{"zone_id": "z", "session_id": f"s{i}"} for i in range(4)])
+    dispatcher = make_dispatcher()
+    await dispatcher.iteration()
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE event_outbox SET dispatched_at = NULL WHERE id = ANY(:ids)"), {"ids": ids}
+        )
+    [later] = await publish(engine, STREAM, [{"zone_id": "z", "session_id": "later"}])
+    await dispatcher.iteration()
+    assert await stream_ids(redis, STREAM) == [*ids, later]
+    assert await pending_ids(engine) == set()
+
+
+async def test_full_batch_is_followed_at_once_by_the_next(
+    make_dispatcher: MakeDispatcher, engine: AsyncEngine, redis: Redis, settings: Settings
+) -> None:
+    """A full batch asks for no wait; the poll interval applies only once the outbox is drained."""
+    ids = await publish(engine, STREAM, [{"zone_id": "z", "n": i} for i in range(12)])
+    dispatcher = make_dispatcher(outbox_batch=5)
+    delays = []
+    for _ in range(3):
+        delays.append(await dispatcher.iteration())
+    assert delays == [0.0, 0.0, settings.outbox_poll_ms / 1000]
+    assert await stream_ids(redis, STREAM) == ids
+
+
+async def test_stream_is_trimmed_to_about_its_maxlen(
+    make_dispatcher: MakeDispatcher, engine: AsyncEngine, redis: Redis
+) -> None:
+    """With MAXLEN ~ 10, 500 entries leave a stream far shorter than 500 that ends with the newest."""
+    ids = await publish(engine, STREAM, [{"zone_id": "z", "n": i} for i in range(500)])
+    dispatcher = make_dispatcher(outbox_stream_maxlen=10, outbox_batch=100)
+    for _ in range(6):
+        await dispatcher.iteration()
+    assert await pending_ids(engine) == set()
+    length = await redis.xlen(STREAM)
+    assert 10 <= length < 500
+    assert (await stream_ids(redis, STREAM))[-1] == ids[-1]
+
+
+async def test_failed_publish_backs_off_exponentially_and_counts_only_real_tries(
+    make_dispatcher: MakeDispatcher, engine: AsyncEngine, outage_client: Redis
+) -> None:
+    """Each failed try adds one attempt and moves available_at out by the jittered 2^attempts s."""
+    dispatcher = make_dispatcher(publish_to=outage_client, outbox_max_attempts=5)
+    [outbox_id] = await publish(engine, STREAM, [{"zone_id": "z"}])
+    for attempts in (1, 2, 3):
+        await make_due(engine, outbox_id)
+        before = await db_now(engine)
+        await dispatcher.iteration()
+        after = await db_now(engine)
+        row = await outbox_row(engine, outbox_id)
+        ceiling = timedelta(seconds=2**attempts)
+        assert row.attempts == attempts
+        assert before + 0.7 * ceiling <= row.available_at <= after + ceiling
+        assert row.dead_at is None and row.dispatched_at is None
+        assert "Connection" in row.last_error
+        for _ in range(3):
+            await dispatcher.iteration()
+        unchanged = await outbox_row(engine, outbox_id)
+        assert (unchanged.attempts, unchanged.available_at) == (attempts, row.available_at)
+
+
+async def test_event_is_dead_lettered_after_max_attempts_and_its_stream_moves_on(
+    make_dispatcher: MakeDispatcher,
+    engine: AsyncEngine,
+    outage_redis: EmbeddedRedis,
+    outage_client: Redis,
+) -> None:
+    """After max attempts the event is kept dead (available_at infinity); the event behind it is published."""
+    dispatcher = make_dispatcher(publish_to=outage_client, outbox_max_attempts=2)
+    [doomed] = await publish(engine, STREAM, [{"zone_id": "z", "session_id": "doomed"}])
+    await dispatcher.iteration()
+    [behind] = await publish(engine, STREAM, [{"zone_id": "z", "session_id": "behind"}])
+    await make_due(engine, doomed)
+    await dispatcher.iteration()
+    dead = await outbox_row(engine, doomed)
+    assert (dead.attempts, dead.infinite, dead.dispatched_at) == (2, True, None)
+    assert dead.dead_at is not None
+    assert (await outbox_row(engine, behind)).dead_at is None
+    outage_redis.start()
+    await make_due(engine, behind)
+    await dispatcher.iteration()
+    assert await stream_ids(outage_client, STREAM) == [behind]
+    assert await pending_ids(engine) == {doomed}
+    assert (await outbox_row(engine, doomed)).dead_at is not None
+
+
+async def test_dead_letter_is_listed_counted_and_requeued_through_the_api(
+    make_dispatcher: MakeDispatcher,
+    engine: AsyncEngine,
+    redis: Redis,
+    outage_client: Redis,
+    client: httpx.AsyncClient,
+    admin: dict[str, str],
+) -> None:
+    """A dead event shows in /v1/outbox/dead, /metrics and /ready; requeued, it is published."""
+    live = make_dispatcher()
+    await live.iteration()  # what the fixtures recorded (the seeded token's change event)
+    await live.leases.close()
+    failing = make_dispatcher(publish_to=outage_client, outbox_max_attempts=1)
+    [dead_id] = await publish(engine, STREAM, [{"zone_id": "z", "session_id": "s"}])
+    await failing.iteration()
+    await failing.leases.close()
+
+    listed = await client.get("/v1/outbox/dead", headers=admin)
+    assert listed.status_code == 200, listed.text
+    [entry] = listed.json()
+    assert (entry["id"], entry["stream_name"], entry["state"], entry["attempts"]) == (
+        dead_id,
+        STREAM,
+        "dead",
+        1,
+    )
+    metrics = (await client.get("/metrics")).text.splitlines()
+    assert "caracal_api_outbox_dead_total 1" in metrics
+    ready = await client.get("/ready")
+    assert ready.status_code == 503
+    assert ready.json() == {"ok": False, "error": "outbox_dead_messages", "deadCount": 1, "limit": 0}
+
+    requeued = await client.post(f"/v1/outbox/{dead_id}/requeue", headers=admin)
+    assert requeued.status_code == 200, requeued.text
+    assert requeued.json()["state"] == "pending"
+    assert (await client.post(f"/v1/outbox/{dead_id}/requeue", headers=admin)).status_code == 409
+    await live.iteration()
+    assert await stream_ids(redis, STREAM) == [dead_id]
+    assert (await client.get("/v1/outbox/dead", headers=admin)).json() == []
+    assert (await client.get("/ready")).status_code == 200
+
+
+async def test_zone_scoped_token_cannot_see_dead_letters(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    """/v1/outbox/dead answers 403 to a token limited to one zone."""
+    zone = await client.post("/v1/zones", json={"name": "Acme"}, headers=admin)
+    assert zone.status_code == 201, zone.text
+    minted = await client.post(
+        "/v1/admin-tokens",
+        json={"name": "zoned", "scope": "zone", "zone_id": zone.json()["id"]},
+        headers=admin,
+    )
+    assert minted.status_code == 201, minted.text
+    answer = await client.get(
+        "/v1/outbox/dead", headers={"Authorization": f"Bearer {minted.json()['token']}"}
+    )
+    assert answer.status_code == 403, answer.text
