@@ -193,6 +193,14 @@ async def undelivered_rows_locked(engine: AsyncEngine) -> AsyncIterator[tuple[in
             await trans.rollback()
 
 
+async def terminate_blocked(engine: AsyncEngine, holder: int) -> None:
+    async with engine.connect() as conn:
+        query = text(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE :h = ANY(pg_blocking_pids(pid))"
+        )
+        await conn.execute(query, {"h": holder})
+
+
 async def kill_between_publish_and_mark(setup: Setup, victim: Service, fleet: Fleet) -> None:
     """SIGKILL the dispatcher after it published a batch, while it waits to mark the rows delivered."""
     for _ in range(200):
@@ -208,6 +216,9 @@ async def kill_between_publish_and_mark(setup: Setup, victim: Service, fleet: Fl
             if locked:
                 await wait_until("the dispatcher marking locked rows", marking_blocked, 10, fleet, every=0.01)
                 assert victim.stop(signal.SIGKILL) == -signal.SIGKILL, victim.log()[-2000:]
+                # A killed client's backend still waits on our locks and would finish its autocommitted
+                # mark once we let go; end it too, as a crash of the whole host would.
+                await terminate_blocked(setup.engine, holder)
                 return
         await asyncio.sleep(0.02)
     raise AssertionError(f"no undelivered event to hold back\n{fleet.tails()}")

@@ -221,11 +221,23 @@ async def test_full_batch_is_followed_at_once_by_the_next(
     """A full batch asks for no wait; the poll interval applies only once the outbox is drained."""
     ids = await publish(engine, STREAM, [{"zone_id": "z", "n": i} for i in range(12)])
     dispatcher = make_dispatcher(outbox_batch=5)
+    dispatcher.drain_budget_s = 0.0  # one batch per iteration, so each iteration's answer shows
     delays = []
     for _ in range(3):
         delays.append(await dispatcher.iteration())
     assert delays == [0.0, 0.0, settings.outbox_poll_ms / 1000]
     assert await stream_ids(redis, STREAM) == ids
+
+
+async def test_one_iteration_drains_full_batches_back_to_back(
+    make_dispatcher: MakeDispatcher, engine: AsyncEngine, redis: Redis, settings: Settings
+) -> None:
+    """Within its time budget an iteration publishes batch after batch while they come back full."""
+    ids = await publish(engine, STREAM, [{"zone_id": "z", "n": i} for i in range(23)])
+    dispatcher = make_dispatcher(outbox_batch=5)
+    assert await dispatcher.iteration() == settings.outbox_poll_ms / 1000
+    assert await stream_ids(redis, STREAM) == ids
+    assert await pending_ids(engine) == set()
 
 
 async def test_stream_is_trimmed_to_about_its_maxlen(

@@ -43,7 +43,7 @@ async def run(settings: Settings) -> None:
     engine = create_engine(settings, pool_size=3)
     redis = Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2)
     wake_redis = Redis.from_url(redis_url, socket_connect_timeout=2)
-    leases = StreamLeases(database_url)
+    leases = StreamLeases(database_url, settings.db_statement_timeout_ms)
     dispatcher = Dispatcher(
         settings,
         engine,

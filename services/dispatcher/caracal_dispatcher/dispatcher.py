@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -36,28 +40,36 @@ PENDING_STREAMS = text(
 )
 
 # Only rows whose transaction is older than every transaction still running: no earlier
-# transaction can commit into this stream's past after we publish.
-NEXT_BATCH = text(
-    """
-    SELECT id, payload_json, txid::text::bigint AS txid, seq, attempts,
-           EXTRACT(EPOCH FROM available_at - now()) AS wait_s,
-           EXTRACT(EPOCH FROM now() - created_at) * 1000 AS age_ms
+# transaction can commit into this stream's past after we publish. ($1 stream, $2 batch size)
+_PENDING_ROWS = """
+    SELECT id, payload_json::text AS payload, txid::text AS tx, seq, attempts,
+           EXTRACT(EPOCH FROM available_at - now())::float8 AS wait_s,
+           (EXTRACT(EPOCH FROM now() - created_at) * 1000)::float8 AS age_ms
       FROM event_outbox
-     WHERE stream_name = :stream AND dispatched_at IS NULL AND dead_at IS NULL
+     WHERE stream_name = $1 AND dispatched_at IS NULL AND dead_at IS NULL
        AND txid < pg_snapshot_xmin(pg_current_snapshot())
-     ORDER BY txid, seq
-     LIMIT :batch
-    """
+"""
+NEXT_BATCH = _PENDING_ROWS + " ORDER BY event_outbox.txid, event_outbox.seq LIMIT $2"
+
+# Mark the batch just published and read the next one, in one autocommitted statement.
+# ($3 published ids, $4 worker, $5/$6 the last published (txid, seq))
+# constant fragments only, no input:
+MARK_AND_NEXT = (
+    "WITH marked AS (UPDATE event_outbox SET dispatched_at = now(), attempts = attempts + 1,"  # noqa: S608
+    " locked_until = NULL, locked_by = $4, last_error = NULL WHERE id = ANY($3::text[]))"
+    + _PENDING_ROWS
+    + " AND (txid, seq) > ($5::text::xid8, $6::bigint)"
+    " ORDER BY event_outbox.txid, event_outbox.seq LIMIT $2"
 )
 
-MARK_DISPATCHED = text(
-    """
+MARK_DISPATCHED = """
     UPDATE event_outbox
-       SET dispatched_at = now(), attempts = attempts + 1, locked_until = NULL, locked_by = :worker,
+       SET dispatched_at = now(), attempts = attempts + 1, locked_until = NULL, locked_by = $2,
            last_error = NULL
-     WHERE id = ANY(:ids)
-    """
-)
+     WHERE id = ANY($1::text[])
+"""
+
+DRAIN_BUDGET_S = 0.5
 
 MARK_FAILED = text(
     """
@@ -91,6 +103,10 @@ class StreamOutcome:
     retry_in: float | None = None
 
 
+def _event(row: Any) -> PendingEvent:
+    return PendingEvent(row["id"], int(row["tx"]), int(row["seq"]), json.loads(row["payload"]))
+
+
 class Dispatcher:
     def __init__(
         self, settings: Settings, engine: AsyncEngine, publisher: StreamPublisher, leases: StreamLeases
@@ -99,6 +115,7 @@ class Dispatcher:
         self.engine = engine
         self.publisher = publisher
         self.leases = leases
+        self.drain_budget_s = DRAIN_BUDGET_S
 
     async def iteration(self) -> float:
         """Publish one batch per held stream; returns how long to wait before the next iteration."""
@@ -139,27 +156,74 @@ class Dispatcher:
             )
 
     async def dispatch_stream(self, stream: str) -> StreamOutcome:
+        """Publish batch after batch while they come back full, for up to `drain_budget_s`.
+
+        While batch k goes to Redis, one statement marks batch k-1 delivered and reads batch k+1
+        (by keyset after k), so Postgres and Redis work at the same time. A crash leaves at most two
+        batches published but unmarked, which the high-water mark keeps out of the stream.
+        """
         batch = self.settings.outbox_batch
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(NEXT_BATCH, {"stream": stream, "batch": batch})).all()
-        if not rows:
-            return StreamOutcome()
-        if rows[0].wait_s > 0:
-            return StreamOutcome(retry_in=float(rows[0].wait_s))
-        events = [PendingEvent(r.id, int(r.txid), int(r.seq), r.payload_json) for r in rows]
-        ids = [event.id for event in events]
-        try:
-            await self.publisher.publish(stream, events, int(rows[0].age_ms))
-        except (RedisError, OSError) as exc:
-            return await self._failed(stream, rows, ids, exc)
-        async with self.engine.begin() as conn:
-            await conn.execute(MARK_DISPATCHED, {"ids": ids, "worker": self.settings.worker_id})
-        return StreamOutcome(full=len(rows) == batch)
+        conn = await self.leases.connection()
+        rows = await conn.fetch(NEXT_BATCH, stream, batch)
+        published: list[str] = []
+        outcome = StreamOutcome()
+        deadline = time.monotonic() + self.drain_budget_s
+        while rows:
+            if rows[0]["wait_s"] > 0:
+                outcome = StreamOutcome(retry_in=float(rows[0]["wait_s"]))
+                break
+            more = len(rows) == batch and time.monotonic() < deadline
+            events = [_event(row) for row in rows]
+            failure, following = await self._send_and_read(
+                conn, stream, rows, events, published=published, more=more
+            )
+            if failure is not None:
+                return await self._failed(stream, rows, [event.id for event in events], failure)
+            published = [event.id for event in events]
+            if not more:
+                outcome = StreamOutcome(full=len(rows) == batch)
+                break
+            rows = following
+        if published:
+            await conn.execute(MARK_DISPATCHED, published, self.settings.worker_id)
+        return outcome
+
+    async def _send_and_read(
+        self,
+        conn: asyncpg.Connection,
+        stream: str,
+        rows: list[Any],
+        events: list[PendingEvent],
+        *,
+        published: list[str],
+        more: bool,
+    ) -> tuple[Exception | None, list[Any]]:
+        """Publish `events` while marking `published` and reading the next batch (none if not `more`).
+
+        Returns the Redis failure, if publishing failed, and the next batch.
+        """
+        last = events[-1]
+        limit = self.settings.outbox_batch if more else 0
+        results: tuple[Any, ...] = await asyncio.gather(
+            self.publisher.publish(stream, events, int(rows[0]["age_ms"])),
+            conn.fetch(
+                MARK_AND_NEXT, stream, limit, published, self.settings.worker_id, str(last.txid), last.seq
+            ),
+            return_exceptions=True,
+        )
+        sent, following = results
+        if isinstance(following, BaseException):
+            raise following
+        if isinstance(sent, (RedisError, OSError)):
+            return sent, []
+        if isinstance(sent, BaseException):
+            raise sent
+        return None, list(following)
 
     async def _failed(
         self, stream: str, rows: Sequence[Any], ids: list[str], exc: Exception
     ) -> StreamOutcome:
-        attempts = int(rows[0].attempts) + 1
+        attempts = int(rows[0]["attempts"]) + 1
         delay = retry_delay(attempts)
         dead = attempts >= self.settings.outbox_max_attempts
         log.warning(

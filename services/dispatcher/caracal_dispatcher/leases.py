@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 
 import asyncpg
 
@@ -11,6 +12,7 @@ from caracal.db.engine import plain_url
 
 log = logging.getLogger("caracal.dispatcher.leases")
 
+PING_EVERY_S = 1.0
 _TRY_LOCK = "SELECT pg_try_advisory_lock(hashtextextended('caracal.outbox:' || $1, 0))"
 _UNLOCK = "SELECT pg_advisory_unlock(hashtextextended('caracal.outbox:' || $1, 0))"
 
@@ -18,27 +20,38 @@ _UNLOCK = "SELECT pg_advisory_unlock(hashtextextended('caracal.outbox:' || $1, 0
 class StreamLeases:
     """Which streams this dispatcher publishes; a stream is published by one dispatcher at a time."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, statement_timeout_ms: int = 15000) -> None:
         self.url = plain_url(database_url)
+        # Delivery marks need no fsync: marks Postgres loses in a crash only mean re-sending, and the
+        # stream's high-water mark keeps the repeats out.
+        self.server_settings = {
+            "application_name": "caracal-dispatcher",
+            "statement_timeout": str(statement_timeout_ms),
+            "synchronous_commit": "off",
+        }
         self.conn: asyncpg.Connection | None = None
         self.held: set[str] = set()
+        self.checked_at = 0.0
 
-    async def _connection(self) -> asyncpg.Connection:
+    async def connection(self) -> asyncpg.Connection:
+        """The lease session, checked and reconnected if lost (which drops every lease)."""
         if self.conn is not None and not self.conn.is_closed():
+            if time.monotonic() - self.checked_at < PING_EVERY_S:
+                return self.conn
             try:
                 await self.conn.fetchval("SELECT 1", timeout=5)
+                self.checked_at = time.monotonic()
                 return self.conn
             except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
                 log.warning("lease connection lost (%r); leases are gone", exc)
         await self._drop()
-        self.conn = await asyncpg.connect(
-            self.url, timeout=5, server_settings={"application_name": "caracal-leases"}
-        )
+        self.conn = await asyncpg.connect(self.url, timeout=5, server_settings=self.server_settings)
+        self.checked_at = time.monotonic()
         return self.conn
 
     async def claim(self, streams: list[str]) -> list[str]:
         """Try to take the streams not held yet; returns the ones newly taken (to reconcile)."""
-        conn = await self._connection()
+        conn = await self.connection()
         taken = []
         for stream in streams:
             if stream not in self.held and await conn.fetchval(_TRY_LOCK, stream, timeout=5):
