@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
@@ -12,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import msgspec
 from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -103,8 +103,11 @@ class StreamOutcome:
     retry_in: float | None = None
 
 
+_decode_payload = msgspec.json.Decoder(dict[str, Any]).decode
+
+
 def _event(row: Any) -> PendingEvent:
-    return PendingEvent(row["id"], int(row["tx"]), int(row["seq"]), json.loads(row["payload"]))
+    return PendingEvent(row["id"], int(row["tx"]), int(row["seq"]), _decode_payload(row["payload"]))
 
 
 class Dispatcher:
