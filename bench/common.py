@@ -223,7 +223,7 @@ async def _subscribed(redis: Redis) -> bool:
 async def _polled(conn: asyncpg.Connection, since: float) -> bool:
     found = await conn.fetchval(
         "SELECT count(*) FROM pg_stat_activity"
-        " WHERE application_name = 'caracal-leases' AND backend_start >= to_timestamp($1)",
+        " WHERE application_name = 'caracal-dispatcher' AND backend_start >= to_timestamp($1)",
         since,
     )
     return bool(found)
