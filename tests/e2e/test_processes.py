@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from caracal.db.engine import plain_url
 from caracal.db.migrate import head_revision
 from caracal.events import CHANGES, verify
+from caracal.outbox import WAKE_CHANNEL
 from tests.conftest import recreate_database
 from tests.support import ADMIN_TOKEN, HMAC_KEY_HEX, Servers, Service, service_env, start_service, wait_ready
 
@@ -148,3 +149,34 @@ async def test_sigterm_stops_each_process_cleanly_within_the_shutdown_timeout(
     code = await asyncio.to_thread(service.stop, signal.SIGTERM, 10)
     assert code == 0, service.log()[-3000:]
     assert time.monotonic() - begun < 3.0 + 1.0
+
+
+async def test_commit_hint_wakes_an_idle_dispatcher_long_before_its_poll(
+    servers: Servers, logdir: Path, started: list[Service]
+) -> None:
+    """With a 60 s poll, an API write still reaches its stream within a second: the wake-up hint."""
+    env = service_env(await database(servers, "e2e_wake"), servers.redis_url, CARACAL_OUTBOX_POLL_MS="60000")
+    api = start_service("api", env, logdir)
+    started.extend([api, start_service("dispatcher", env, logdir)])
+    await asyncio.to_thread(wait_ready, api)
+    redis = Redis.from_url(servers.redis_url, decode_responses=True)
+    try:
+        await _until_subscribed(redis)
+        await asyncio.sleep(1.0)  # let the dispatcher finish its first poll and go to sleep for 60 s
+        last = await redis.xrevrange(CHANGES, count=1)
+        sent = time.monotonic()
+        status, zone = await asyncio.to_thread(call, api, "POST", "/v1/zones", {"name": "Wake"})
+        assert status == 201
+        await _entry_for(redis, last[0][0] if last else "0-0", zone["id"], deadline=sent + 1.0)
+    finally:
+        await redis.aclose()
+
+
+async def _until_subscribed(redis: Redis) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        counts = await redis.pubsub_numsub(WAKE_CHANNEL)
+        if counts and int(counts[0][1]) > 0:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the dispatcher never subscribed to the wake-up channel")
