@@ -76,6 +76,14 @@ SCHEMA = """
             WHERE dispatched_at IS NULL AND dead_at IS NOT NULL;
         CREATE INDEX event_outbox_dispatched ON event_outbox (dispatched_at) WHERE dispatched_at IS NOT NULL;
 
+        -- names this database to the streams' high-water marks: a mark left in Redis by another
+        -- database (a wiped or replaced one) must not hide this one's events as "already published"
+        CREATE TABLE outbox_origin (
+            id     BOOLEAN PRIMARY KEY DEFAULT true CHECK (id),
+            origin TEXT NOT NULL DEFAULT gen_random_uuid()::text
+        );
+        INSERT INTO outbox_origin DEFAULT VALUES;
+
         CREATE TABLE admin_audit_events (
             id           TEXT PRIMARY KEY,
             request_id   TEXT,
@@ -97,4 +105,4 @@ SCHEMA = """
 
 
 def downgrade() -> None:
-    op.execute("DROP TABLE admin_audit_events, event_outbox, admin_tokens, zones")
+    op.execute("DROP TABLE admin_audit_events, outbox_origin, event_outbox, admin_tokens, zones")

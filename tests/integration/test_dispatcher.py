@@ -18,7 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from caracal.embedded import EmbeddedRedis
-from caracal.events import stats_key, verify
+from caracal.events import hwm_key, stats_key, verify
 from caracal.outbox import record_event
 from caracal.settings import Settings
 from caracal_dispatcher.dispatcher import Dispatcher
@@ -360,3 +360,14 @@ async def test_zone_scoped_token_cannot_see_dead_letters(
         "/v1/outbox/dead", headers={"Authorization": f"Bearer {minted.json()['token']}"}
     )
     assert answer.status_code == 403, answer.text
+
+
+async def test_high_water_mark_of_another_database_hides_nothing(
+    make_dispatcher: MakeDispatcher, engine: AsyncEngine, redis: Redis
+) -> None:
+    """A mark left in Redis by a wiped or replaced database (another origin) is ignored, not obeyed."""
+    await redis.hset(hwm_key(STREAM), mapping={"tx": 10**15, "seq": 10**15, "origin": "another-database"})
+    ids = await publish(engine, STREAM, [{"zone_id": "z", "n": i} for i in range(3)])
+    await make_dispatcher().iteration()
+    assert await stream_ids(redis, STREAM) == ids
+    assert await pending_ids(engine) == set()

@@ -121,7 +121,10 @@ class Dispatcher:
         self.drain_budget_s = DRAIN_BUDGET_S
 
     async def iteration(self) -> float:
-        """Publish one batch per held stream; returns how long to wait before the next iteration."""
+        """Drain each held stream in turn; returns how long to wait before the next iteration."""
+        if not self.publisher.origin:
+            lease_conn = await self.leases.connection()
+            self.publisher.origin = str(await lease_conn.fetchval("SELECT origin FROM outbox_origin"))
         async with self.engine.connect() as conn:
             streams = list((await conn.execute(PENDING_STREAMS)).scalars())
         for stream in await self.leases.claim(streams):

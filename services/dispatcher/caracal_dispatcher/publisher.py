@@ -11,14 +11,18 @@ from redis.asyncio import Redis
 from caracal.events import hwm_key, stats_key, stream_entry
 
 # KEYS: stream, high-water mark, stats.
-# ARGV: maxlen, lag_ms, then per entry: txid, seq, n, n field/value pairs.
+# ARGV: maxlen, lag_ms, origin, then per entry: txid, seq, n, n field/value pairs.
 # An entry at or below the mark was published before (a dispatcher died before marking it): skip it.
+# A mark written for another database (origin) says nothing about this one's transaction ids.
 PUBLISH_BATCH = """
-local htx = tonumber(redis.call('HGET', KEYS[2], 'tx') or '-1')
-local hseq = tonumber(redis.call('HGET', KEYS[2], 'seq') or '-1')
+local htx, hseq = -1, -1
+if redis.call('HGET', KEYS[2], 'origin') == ARGV[3] then
+  htx = tonumber(redis.call('HGET', KEYS[2], 'tx') or '-1')
+  hseq = tonumber(redis.call('HGET', KEYS[2], 'seq') or '-1')
+end
 local maxlen = tonumber(ARGV[1])
 local added, skipped = 0, 0
-local i = 3
+local i = 4
 while i <= #ARGV do
   local tx, seq, n = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   if tx > htx or (tx == htx and seq > hseq) then
@@ -36,7 +40,8 @@ while i <= #ARGV do
   end
   i = i + 3 + 2 * n
 end
-redis.call('HSET', KEYS[2], 'tx', string.format('%.0f', htx), 'seq', string.format('%.0f', hseq))
+redis.call('HSET', KEYS[2], 'tx', string.format('%.0f', htx), 'seq', string.format('%.0f', hseq),
+           'origin', ARGV[3])
 redis.call('HINCRBY', KEYS[3], 'dispatched', added)
 redis.call('HINCRBY', KEYS[3], 'duplicates_skipped', skipped)
 redis.call('HSET', KEYS[3], 'last_lag_ms', ARGV[2])
@@ -64,9 +69,12 @@ class StreamPublisher:
         self.hmac_key = hmac_key
         self.maxlen = maxlen
         self.script = redis.register_script(PUBLISH_BATCH)
+        self.origin = ""  # the database's outbox_origin; set by the dispatcher before it publishes
 
     async def publish(self, stream: str, events: Sequence[PendingEvent], lag_ms: int) -> Published:
-        args: list[str | int] = [self.maxlen, lag_ms]
+        if not self.origin:
+            raise RuntimeError("publisher has no origin: read outbox_origin first")
+        args: list[str | int] = [self.maxlen, lag_ms, self.origin]
         for event in events:
             fields = stream_entry(self.hmac_key, stream, event.id, event.payload)
             args += [event.txid, event.seq, len(fields)]
@@ -76,8 +84,10 @@ class StreamPublisher:
         return Published(int(added), int(skipped))
 
     async def high_water_mark(self, stream: str) -> tuple[int, int] | None:
-        tx, seq = await self.redis.hmget(hwm_key(stream), ["tx", "seq"])
-        return (int(tx), int(seq)) if tx is not None and seq is not None else None
+        tx, seq, origin = await self.redis.hmget(hwm_key(stream), ["tx", "seq", "origin"])
+        if tx is None or seq is None or origin not in (self.origin, self.origin.encode()):
+            return None
+        return int(tx), int(seq)
 
     async def count_failure(self, stream: str) -> None:
         await self.redis.hincrby(stats_key(stream), "failures", 1)
