@@ -7,7 +7,6 @@ from typing import Any
 
 from litestar import MediaType, Request, Response, get
 from litestar.di import Provide
-from sqlalchemy import text
 
 from caracal.db.engine import reading
 from caracal.db.migrate import head_revision
@@ -44,7 +43,6 @@ async def ready(  # noqa: PLR0911 - one answer per reason, in the contract's ord
         return _not_ready({"draining": True})
     try:
         async with reading(res.engine) as conn:
-            await conn.execute(text("SELECT 1"))
             revision = await conn.run_sync(
                 lambda sync: sync.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
             )
