@@ -204,3 +204,9 @@ async def test_last_used_at_is_set_after_a_request(
         assert (await conn.execute(query, {"id": token["id"]})).scalar_one() is not None
     listed = {t["id"]: t for t in (await client.get("/v1/admin-tokens", headers=admin)).json()}
     assert listed[token["id"]]["last_used_at"] is not None
+
+
+async def test_authentication_comes_before_body_validation(client: httpx.AsyncClient) -> None:
+    """Without a token a malformed body still answers 401, so bodies tell nothing to strangers."""
+    response = await client.post("/v1/zones", content=b'{"name": 1, "dcr_enabled": "true"}')
+    assert (response.status_code, response.json()["error"]) == (401, "invalid_admin_token")

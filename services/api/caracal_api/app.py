@@ -6,9 +6,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import msgspec
 from litestar import Litestar, Request, Router, get
 from litestar.connection import ASGIConnection
 from litestar.enums import OpenAPIMediaType
+from litestar.exceptions import ValidationException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
@@ -37,6 +39,24 @@ async def guard_v1(connection: ASGIConnection[Any, Any, Any, Any], handler: Base
 @get("/openapi.json", include_in_schema=False, media_type=OpenAPIMediaType.OPENAPI_JSON, sync_to_thread=False)
 def openapi_json(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return request.app.openapi_schema.to_schema()
+
+
+async def strict_body(request: Request[Any, Any, Any]) -> None:
+    """Bodies are checked against the route's Struct strictly before the framework decodes them.
+
+    Litestar converts leniently ("true" or 1 would pass as a boolean); the contract does not.
+    Failures raise the same ValidationException, so the route's body error code applies.
+    """
+    field = request.route_handler.parsed_fn_signature.parameters.get("data")
+    if field is None:
+        return
+    raw = await request.body()
+    if not raw.strip() and field.is_optional:
+        return
+    try:
+        msgspec.json.decode(raw, type=field.annotation, strict=True)
+    except msgspec.DecodeError as exc:
+        raise ValidationException(str(exc), extra=[{"message": str(exc), "key": "data"}]) from exc
 
 
 def build_resources(settings: Settings) -> Resources:
@@ -70,6 +90,7 @@ def create_app(settings: Settings, resources: Resources | None = None) -> ASGIAp
     app = Litestar(
         route_handlers=[v1, health, ready, metrics, openapi_json],
         exception_handlers={Exception: handle_exception},
+        before_request=strict_body,
         lifespan=[lifespan],
         request_max_body_size=settings.body_limit_bytes,
         state=_state(res, http_metrics),

@@ -14,7 +14,7 @@ from caracal.domain import admin_tokens
 from caracal.domain.admin_tokens import AdminTokenCreate
 from caracal.errors import Forbidden, NotFound
 from caracal_api.resources import ResourcesDep, provide_resources
-from caracal_api.routes.common import caller_of, list_response, page_of, strictly
+from caracal_api.routes.common import caller_of, list_response, page_of
 
 GLOBAL_ONLY = "admin_token_management_requires_global"
 
@@ -42,7 +42,6 @@ class AdminTokenController(Controller):
     async def create_token(
         self, request: Request[Any, Any, Any], res: ResourcesDep, data: JSONBody[AdminTokenCreate]
     ) -> dict[str, Any]:
-        data = await strictly(request, data)
         async with transaction(res.engine) as conn:
             created = await admin_tokens.create_admin_token(conn, data, caller_of(request))
         res.wake_dispatcher()

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
-import msgspec
 from litestar import Request, Response
-from litestar.exceptions import ValidationException
 
 from caracal.db.paging import Listing, Page, parse_page
 from caracal.domain.context import Caller
-
-T = TypeVar("T")
 
 
 def page_of(request: Request[Any, Any, Any], *, default: int = 200, maximum: int = 500) -> Page:
@@ -22,14 +18,6 @@ def page_of(request: Request[Any, Any, Any], *, default: int = 200, maximum: int
         default=default,
         maximum=maximum,
     )
-
-
-async def strictly(request: Request[Any, Any, Any], data: T) -> T:
-    """`data` decoded again without Litestar's lax coercions: "true" or 1 is not a boolean here."""
-    try:
-        return msgspec.json.decode(await request.body(), type=type(data), strict=True)
-    except msgspec.ValidationError as exc:
-        raise ValidationException(str(exc), extra=[{"message": str(exc), "key": "data"}]) from exc
 
 
 def caller_of(request: Request[Any, Any, Any]) -> Caller:

@@ -12,7 +12,7 @@ from caracal.db.engine import reading, transaction
 from caracal.domain import zones
 from caracal.domain.zones import ZoneCreate, ZoneUpdate
 from caracal_api.resources import ResourcesDep, provide_resources
-from caracal_api.routes.common import caller_of, list_response, page_of, strictly
+from caracal_api.routes.common import caller_of, list_response, page_of
 
 BODY = {"body_error": "invalid_zone"}
 
@@ -35,7 +35,6 @@ class ZoneController(Controller):
     async def create_zone(
         self, request: Request[Any, Any, Any], res: ResourcesDep, data: JSONBody[ZoneCreate]
     ) -> dict[str, Any]:
-        data = await strictly(request, data)
         async with transaction(res.engine) as conn:
             zone = await zones.create_zone(conn, res.settings.kek, data, caller_of(request))
         res.wake_dispatcher()
@@ -59,7 +58,6 @@ class ZoneController(Controller):
         res: ResourcesDep,
         data: JSONBody[ZoneUpdate],
     ) -> dict[str, Any]:
-        data = await strictly(request, data)
         async with transaction(res.engine) as conn:
             zone = await zones.update_zone(conn, zone_id, data, caller_of(request))
         res.wake_dispatcher()
