@@ -25,8 +25,7 @@ log = logging.getLogger("caracal.dispatcher")
 MAX_BACKOFF_S = 60.0
 
 # Streams with pending events, by a loose index scan (one index probe per stream, not per row).
-PENDING_STREAMS = text(
-    """
+PENDING_STREAMS = """
     WITH RECURSIVE s(name) AS (
         (SELECT stream_name FROM event_outbox
           WHERE dispatched_at IS NULL AND dead_at IS NULL ORDER BY stream_name LIMIT 1)
@@ -36,8 +35,7 @@ PENDING_STREAMS = text(
                  ORDER BY stream_name LIMIT 1)
           FROM s WHERE s.name IS NOT NULL)
     SELECT name FROM s WHERE name IS NOT NULL
-    """
-)
+"""
 
 # Only rows whose transaction is older than every transaction still running: no earlier
 # transaction can commit into this stream's past after we publish. ($1 stream, $2 batch size)
@@ -122,11 +120,10 @@ class Dispatcher:
 
     async def iteration(self) -> float:
         """Drain each held stream in turn; returns how long to wait before the next iteration."""
+        conn = await self.leases.connection()
         if not self.publisher.origin:
-            lease_conn = await self.leases.connection()
-            self.publisher.origin = str(await lease_conn.fetchval("SELECT origin FROM outbox_origin"))
-        async with self.engine.connect() as conn:
-            streams = list((await conn.execute(PENDING_STREAMS)).scalars())
+            self.publisher.origin = str(await conn.fetchval("SELECT origin FROM outbox_origin"))
+        streams = [row["name"] for row in await conn.fetch(PENDING_STREAMS)]
         for stream in await self.leases.claim(streams):
             await self.reconcile(stream)
         delay = self.settings.outbox_poll_ms / 1000
