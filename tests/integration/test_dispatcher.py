@@ -135,6 +135,21 @@ async def test_entry_is_flat_with_outbox_id_payload_and_verifying_signature(
     assert await pending_ids(engine) == set()
 
 
+async def test_values_reach_the_stream_byte_for_byte(
+    make_dispatcher: MakeDispatcher, engine: AsyncEngine, redis: Redis
+) -> None:
+    """Quotes, backslashes, newlines, non-ASCII and a long value arrive exactly and still verify."""
+    tricky = 'Zürich "quoted" \\ back\nslash \t 🦊 ' + "x" * 5000
+    [outbox_id] = await publish(engine, STREAM, [{"zone_id": "z1", "name": tricky, "empty": ""}])
+    await make_dispatcher().iteration()
+    [(_, raw)] = await redis.xrange(STREAM)
+    fields = {k.decode(): v.decode() for k, v in raw.items()}
+    assert fields["name"] == tricky
+    assert fields["empty"] == ""
+    assert fields["outbox_id"] == outbox_id
+    assert verify(bytes.fromhex(HMAC_KEY_HEX), STREAM, fields)
+
+
 async def test_rolled_back_transaction_leaves_no_row_and_no_entry(
     make_dispatcher: MakeDispatcher, engine: AsyncEngine, redis: Redis
 ) -> None:
