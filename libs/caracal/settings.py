@@ -14,6 +14,7 @@ T = TypeVar("T")
 
 MODES = ("dev", "rc", "stable")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+TRACE_EXPORTERS = ("none", "console", "otlp")
 _KEK_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
 _SECRET_VARS = ("DATABASE_URL", "REDIS_URL", "CARACAL_ADMIN_TOKEN", "CARACAL_KEK", "STREAMS_HMAC_KEY")
@@ -66,6 +67,7 @@ class Settings:
     worker_id: str = ""
     data_dir: Path = Path(".caracal")
     reaper_interval_ms: int = 60_000
+    otel_traces_exporter: str = "none"
 
     @property
     def dev(self) -> bool:
@@ -112,6 +114,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         worker_id=reader.text("WORKER_ID") or f"{socket.gethostname()}:{os.getpid()}",
         data_dir=Path(reader.text("CARACAL_DATA_DIR") or ".caracal"),
         reaper_interval_ms=reader.integer("CARACAL_REAPER_INTERVAL_MS", 60_000, 10, 86_400_000),
+        otel_traces_exporter=reader.choice("OTEL_TRACES_EXPORTER", "none", TRACE_EXPORTERS),
     )
     _check_mode(settings)
     return settings

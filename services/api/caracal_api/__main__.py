@@ -14,7 +14,7 @@ from caracal.db.engine import create_engine, transaction
 from caracal.db.migrate import run_migrations
 from caracal.domain.admin_tokens import seed_env_token
 from caracal.settings import Settings
-from caracal.telemetry import configure_logging
+from caracal.telemetry import configure_logging, configure_tracing
 from caracal_api.app import build_resources, create_app
 from caracal_api.resources import Resources
 
@@ -73,6 +73,7 @@ async def serve(settings: Settings) -> None:
 def main() -> None:
     settings = settings_or_exit()
     configure_logging(settings.log_level, "api")
+    configure_tracing("api", settings.otel_traces_exporter)
     settings.require_servers()
     log.info("api: starting on 0.0.0.0:%d", settings.port)
     asyncio.run(serve(settings))

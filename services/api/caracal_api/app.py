@@ -16,6 +16,8 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import ASGIApp
+from opentelemetry import trace
+from opentelemetry.trace import Tracer
 from redis.asyncio import Redis
 
 from caracal.db.engine import create_engine
@@ -65,8 +67,11 @@ def build_resources(settings: Settings) -> Resources:
     return Resources(settings=settings, engine=create_engine(settings), redis=redis)
 
 
-def create_app(settings: Settings, resources: Resources | None = None) -> ASGIApp:
-    """The ASGI app; `resources` may be given by tests that share one engine."""
+def create_app(
+    settings: Settings, resources: Resources | None = None, tracer: Tracer | None = None
+) -> ASGIApp:
+    """The ASGI app; `resources` may be given by tests that share one engine, `tracer` by tests that
+    read spans (by default the process's tracer: a no-op unless OTEL_TRACES_EXPORTER is set)."""
     res = resources or build_resources(settings)
     http_metrics = HttpMetrics()
 
@@ -105,7 +110,7 @@ def create_app(settings: Settings, resources: Resources | None = None) -> ASGIAp
         debug=False,
         logging_config=None,
     )
-    return RequestContext(app, res, http_metrics)
+    return RequestContext(app, res, http_metrics, tracer or trace.get_tracer("caracal.api"))
 
 
 def _state(res: Resources, http_metrics: HttpMetrics) -> Any:

@@ -8,6 +8,9 @@ import uuid
 from typing import Any, cast
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from caracal.db.engine import transaction
 from caracal.domain.audit import entity_of, record_audit
@@ -33,13 +36,37 @@ def request_id_from(scope: dict[str, Any]) -> str:
     return str(uuid.uuid4())
 
 
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+
+def _incoming_trace(scope: dict[str, Any]) -> Context:
+    """The caller's W3C trace context (`traceparent`), so our span joins its trace."""
+    carrier = {
+        bytes(k).decode("latin-1"): bytes(v).decode("latin-1")
+        for k, v in scope.get("headers", ())
+        if k in (b"traceparent", b"tracestate")
+    }
+    return _PROPAGATOR.extract(carrier)
+
+
+def _describe(span: Span, method: str, route: str, status: int, request_id: str) -> None:
+    span.update_name(f"{method} {route}")
+    span.set_attribute("http.request.method", method)
+    span.set_attribute("http.route", route)
+    span.set_attribute("http.response.status_code", status)
+    span.set_attribute("caracal.request_id", request_id)
+    if status >= 500:
+        span.set_status(StatusCode.ERROR)
+
+
 class RequestContext:
     """Wraps the whole app, so unmatched routes get the same headers as matched ones."""
 
-    def __init__(self, app: ASGIApp, resources: Resources, metrics: HttpMetrics) -> None:
+    def __init__(self, app: ASGIApp, resources: Resources, metrics: HttpMetrics, tracer: Tracer) -> None:
         self.app = app
         self.resources = resources
         self.metrics = metrics
+        self.tracer = tracer
 
     async def __call__(self, asgi_scope: Scope, receive: Receive, send: Send) -> None:
         scope = cast("dict[str, Any]", asgi_scope)
@@ -62,13 +89,17 @@ class RequestContext:
                 message["headers"] = headers
             await send(message)
 
-        try:
-            await self.app(asgi_scope, receive, send_with_headers)
-        finally:
-            template = str(scope.get("path_template", "unmatched"))
-            self.metrics.observe(scope["method"], template, status, time.perf_counter() - started)
-            if is_v1 and (scope["method"] in MUTATIONS or status >= 400):
-                self.resources.spawn(self._audit(scope, status))
+        with self.tracer.start_as_current_span(
+            scope["method"], context=_incoming_trace(scope), kind=SpanKind.SERVER
+        ) as span:
+            try:
+                await self.app(asgi_scope, receive, send_with_headers)
+            finally:
+                template = str(scope.get("path_template", "unmatched"))
+                self.metrics.observe(scope["method"], template, status, time.perf_counter() - started)
+                _describe(span, scope["method"], template, status, request_id)
+                if is_v1 and (scope["method"] in MUTATIONS or status >= 400):
+                    self.resources.spawn(self._audit(scope, status))
 
     async def _audit(self, scope: dict[str, Any], status: int) -> None:
         state: dict[str, Any] = scope.get("state", {})
