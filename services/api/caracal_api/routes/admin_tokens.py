@@ -9,12 +9,12 @@ from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import Provide
 from litestar.params import FromPath, JSONBody
 
-from caracal.db.engine import reading, transaction
+from caracal.db.engine import transaction
 from caracal.domain import admin_tokens
 from caracal.domain.admin_tokens import AdminTokenCreate
 from caracal.errors import Forbidden, NotFound
 from caracal_api.resources import ResourcesDep, provide_resources
-from caracal_api.routes.common import caller_of, list_response, page_of
+from caracal_api.routes.common import caller_of, listed
 
 GLOBAL_ONLY = "admin_token_management_requires_global"
 
@@ -29,10 +29,7 @@ class AdminTokenController(Controller):
     async def list_tokens(
         self, request: Request[Any, Any, Any], res: ResourcesDep
     ) -> Response[list[dict[str, Any]]]:
-        page = page_of(request)
-        async with reading(res.engine) as conn:
-            result = await admin_tokens.list_admin_tokens(conn, page)
-        return list_response(request, page, result)
+        return await listed(request, res.engine, admin_tokens.list_admin_tokens)
 
     @post(
         "/",

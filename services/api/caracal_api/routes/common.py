@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
 from litestar import Request, Response
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from caracal.db.engine import reading
 from caracal.db.paging import Listing, Page, parse_page
 from caracal.domain.context import Caller
 
@@ -37,6 +40,18 @@ def next_link(request: Request[Any, Any, Any], cursor: str, limit: int) -> str:
         params.append(("limit", str(limit)))
     params.append(("cursor", cursor))
     return f'<{request.url.path}?{urlencode(params, quote_via=quote)}>; rel="next"'
+
+
+async def listed(
+    request: Request[Any, Any, Any],
+    engine: AsyncEngine,
+    fetch: Callable[[AsyncConnection, Page], Awaitable[Listing]],
+) -> Response[list[dict[str, Any]]]:
+    """A standard list route: page from the query, one read, the bare array and its Link header."""
+    page = page_of(request)
+    async with reading(engine) as conn:
+        result = await fetch(conn, page)
+    return list_response(request, page, result)
 
 
 def list_response(

@@ -12,7 +12,7 @@ from litestar.params import FromPath, JSONBody
 from caracal.db.engine import reading, transaction
 from caracal.domain import dead_letters
 from caracal_api.resources import ResourcesDep, provide_resources
-from caracal_api.routes.common import caller_of, list_response, page_of
+from caracal_api.routes.common import caller_of, listed
 
 
 class RequeueDead(msgspec.Struct, forbid_unknown_fields=True):
@@ -28,10 +28,10 @@ class OutboxController(Controller):
     async def list_dead(
         self, request: Request[Any, Any, Any], res: ResourcesDep
     ) -> Response[list[dict[str, Any]]]:
-        page = page_of(request)
-        async with reading(res.engine) as conn:
-            result = await dead_letters.list_dead(conn, page, request.query_params.get("stream"))
-        return list_response(request, page, result)
+        stream = request.query_params.get("stream")
+        return await listed(
+            request, res.engine, lambda conn, page: dead_letters.list_dead(conn, page, stream)
+        )
 
     @post(
         "/dead/requeue",

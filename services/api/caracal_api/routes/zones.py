@@ -12,7 +12,7 @@ from caracal.db.engine import reading, transaction
 from caracal.domain import zones
 from caracal.domain.zones import ZoneCreate, ZoneUpdate
 from caracal_api.resources import ResourcesDep, provide_resources
-from caracal_api.routes.common import caller_of, list_response, page_of
+from caracal_api.routes.common import caller_of, listed
 
 BODY = {"body_error": "invalid_zone"}
 
@@ -26,10 +26,7 @@ class ZoneController(Controller):
     async def list_zones(
         self, request: Request[Any, Any, Any], res: ResourcesDep
     ) -> Response[list[dict[str, Any]]]:
-        page = page_of(request)
-        async with reading(res.engine) as conn:
-            result = await zones.list_zones(conn, page)
-        return list_response(request, page, result)
+        return await listed(request, res.engine, zones.list_zones)
 
     @post("/", opt=BODY, summary="Create a zone (slug generated from the name when absent)")
     async def create_zone(
