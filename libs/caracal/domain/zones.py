@@ -238,8 +238,3 @@ async def delete_zone(conn: AsyncConnection, zone_id: str, caller: Caller) -> No
     if result.first() is None:
         raise NotFound("zone_not_found", f"zone {zone_id} does not exist")
     await _zone_changed(conn, "zone.deleted", zone_id, caller)
-
-
-async def zone_is_live(conn: AsyncConnection, zone_id: str) -> bool:
-    query = text("SELECT 1 FROM zones WHERE id = :id AND archived_at IS NULL")
-    return (await conn.execute(query, {"id": zone_id})).first() is not None

@@ -14,7 +14,6 @@ log = logging.getLogger("caracal.dispatcher.leases")
 
 PING_EVERY_S = 1.0
 _TRY_LOCK = "SELECT pg_try_advisory_lock(hashtextextended('caracal.outbox:' || $1, 0))"
-_UNLOCK = "SELECT pg_advisory_unlock(hashtextextended('caracal.outbox:' || $1, 0))"
 
 
 class StreamLeases:
@@ -59,12 +58,6 @@ class StreamLeases:
                 taken.append(stream)
                 log.info("lease taken: %s", stream)
         return taken
-
-    async def release(self, stream: str) -> None:
-        if self.conn is not None and stream in self.held:
-            self.held.discard(stream)
-            with contextlib.suppress(asyncpg.PostgresError, OSError):
-                await self.conn.fetchval(_UNLOCK, stream, timeout=5)
 
     async def _drop(self) -> None:
         self.held.clear()

@@ -64,12 +64,6 @@ class PendingEvent:
     payload: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class Published:
-    added: int
-    skipped: int
-
-
 class StreamPublisher:
     def __init__(self, redis: Redis, hmac_key: bytes | None, maxlen: int) -> None:
         self.redis = redis
@@ -78,7 +72,8 @@ class StreamPublisher:
         self.script = redis.register_script(PUBLISH_BATCH)
         self.origin = ""  # the database's outbox_origin; set by the dispatcher before it publishes
 
-    async def publish(self, stream: str, events: Sequence[PendingEvent], lag_ms: int) -> Published:
+    async def publish(self, stream: str, events: Sequence[PendingEvent], lag_ms: int) -> None:
+        """Add the batch; entries at or below the stream's high-water mark are skipped (counted in stats)."""
         if not self.origin:
             raise RuntimeError("publisher has no origin: read outbox_origin first")
         batch = [
@@ -90,8 +85,7 @@ class StreamPublisher:
             for event in events
         ]
         args: list[str | int | bytes] = [self.maxlen, lag_ms, self.origin, _encode(batch)]
-        added, skipped = await self.script(keys=[stream, hwm_key(stream), stats_key(stream)], args=args)
-        return Published(int(added), int(skipped))
+        await self.script(keys=[stream, hwm_key(stream), stats_key(stream)], args=args)
 
     async def high_water_mark(self, stream: str) -> tuple[int, int] | None:
         tx, seq, origin = await self.redis.hmget(hwm_key(stream), ["tx", "seq", "origin"])
