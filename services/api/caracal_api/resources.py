@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from caracal.db.engine import transaction
 from caracal.outbox import WAKE_CHANNEL
 from caracal.settings import Settings
 
@@ -38,8 +40,12 @@ class Resources:
         if not task.cancelled() and task.exception() is not None:
             log.warning("background work failed: %r", task.exception())
 
-    def wake_dispatcher(self) -> None:
-        """Best-effort hint after a commit, outside the write transaction; the poll is the fallback."""
+    @asynccontextmanager
+    async def writing(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction; once it has committed, the dispatcher is told to look (best effort,
+        outside the transaction: the poll is the fallback)."""
+        async with transaction(self.engine) as conn:
+            yield conn
         self.spawn(self._publish_wake())
 
     async def _publish_wake(self) -> None:

@@ -9,7 +9,6 @@ from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import Provide
 from litestar.params import FromPath, JSONBody
 
-from caracal.db.engine import transaction
 from caracal.domain import admin_tokens
 from caracal.domain.admin_tokens import AdminTokenCreate
 from caracal.errors import Forbidden, NotFound
@@ -39,10 +38,8 @@ class AdminTokenController(Controller):
     async def create_token(
         self, request: Request[Any, Any, Any], res: ResourcesDep, data: JSONBody[AdminTokenCreate]
     ) -> dict[str, Any]:
-        async with transaction(res.engine) as conn:
-            created = await admin_tokens.create_admin_token(conn, data, caller_of(request))
-        res.wake_dispatcher()
-        return created
+        async with res.writing() as conn:
+            return await admin_tokens.create_admin_token(conn, data, caller_of(request))
 
     @delete(
         "/{token_id:str}", opt={"param_error": "invalid_admin_token_id"}, summary="Revoke a token at once"
@@ -50,9 +47,8 @@ class AdminTokenController(Controller):
     async def revoke_token(
         self, request: Request[Any, Any, Any], token_id: FromPath[str], res: ResourcesDep
     ) -> None:
-        async with transaction(res.engine) as conn:
+        async with res.writing() as conn:
             await admin_tokens.revoke_admin_token(conn, token_id, caller_of(request))
-        res.wake_dispatcher()
 
 
 def _is_loopback(host: str | None) -> bool:
@@ -74,7 +70,5 @@ async def local_bootstrap(request: Request[Any, Any, Any], res: ResourcesDep) ->
         raise NotFound("not_found", "local bootstrap is disabled")
     if not _is_loopback(request.client.host if request.client else None):
         raise Forbidden("bootstrap_loopback_only", "bootstrap answers loopback peers only")
-    async with transaction(res.engine) as conn:
-        created = await admin_tokens.bootstrap_local_token(conn, caller_of(request))
-    res.wake_dispatcher()
-    return created
+    async with res.writing() as conn:
+        return await admin_tokens.bootstrap_local_token(conn, caller_of(request))

@@ -9,7 +9,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.di import Provide
 from litestar.params import FromPath, JSONBody
 
-from caracal.db.engine import reading, transaction
+from caracal.db.engine import reading
 from caracal.domain import dead_letters
 from caracal_api.resources import ResourcesDep, provide_resources
 from caracal_api.routes.common import caller_of, listed
@@ -42,9 +42,8 @@ class OutboxController(Controller):
     async def requeue_all(
         self, request: Request[Any, Any, Any], res: ResourcesDep, data: JSONBody[RequeueDead | None] = None
     ) -> dict[str, int]:
-        async with transaction(res.engine) as conn:
+        async with res.writing() as conn:
             count = await dead_letters.requeue_dead(conn, caller_of(request), data.stream if data else None)
-        res.wake_dispatcher()
         return {"requeued": count}
 
     @get("/{event_id:str}", summary="One outbox event and its delivery state")
@@ -56,7 +55,5 @@ class OutboxController(Controller):
     async def requeue(
         self, request: Request[Any, Any, Any], event_id: FromPath[str], res: ResourcesDep
     ) -> dict[str, Any]:
-        async with transaction(res.engine) as conn:
-            event = await dead_letters.requeue(conn, event_id, caller_of(request))
-        res.wake_dispatcher()
-        return event
+        async with res.writing() as conn:
+            return await dead_letters.requeue(conn, event_id, caller_of(request))

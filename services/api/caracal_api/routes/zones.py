@@ -8,7 +8,7 @@ from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.di import Provide
 from litestar.params import FromPath, JSONBody
 
-from caracal.db.engine import reading, transaction
+from caracal.db.engine import reading
 from caracal.domain import zones
 from caracal.domain.zones import ZoneCreate, ZoneUpdate
 from caracal_api.resources import ResourcesDep, provide_resources
@@ -32,10 +32,8 @@ class ZoneController(Controller):
     async def create_zone(
         self, request: Request[Any, Any, Any], res: ResourcesDep, data: JSONBody[ZoneCreate]
     ) -> dict[str, Any]:
-        async with transaction(res.engine) as conn:
-            zone = await zones.create_zone(conn, res.settings.kek, data, caller_of(request))
-        res.wake_dispatcher()
-        return zone
+        async with res.writing() as conn:
+            return await zones.create_zone(conn, res.settings.kek, data, caller_of(request))
 
     @get("/{zone_id:str}", summary="Get a zone")
     async def get_zone(self, zone_id: FromPath[str], res: ResourcesDep) -> dict[str, Any]:
@@ -55,15 +53,12 @@ class ZoneController(Controller):
         res: ResourcesDep,
         data: JSONBody[ZoneUpdate],
     ) -> dict[str, Any]:
-        async with transaction(res.engine) as conn:
-            zone = await zones.update_zone(conn, zone_id, data, caller_of(request))
-        res.wake_dispatcher()
-        return zone
+        async with res.writing() as conn:
+            return await zones.update_zone(conn, zone_id, data, caller_of(request))
 
     @delete("/{zone_id:str}", summary="Archive a zone")
     async def delete_zone(
         self, request: Request[Any, Any, Any], zone_id: FromPath[str], res: ResourcesDep
     ) -> None:
-        async with transaction(res.engine) as conn:
+        async with res.writing() as conn:
             await zones.delete_zone(conn, zone_id, caller_of(request))
-        res.wake_dispatcher()
