@@ -81,12 +81,10 @@ def translate_db_error(exc: BaseException) -> BaseException:
     """Map a driver failure to its meaning: lost connection -> 503, unique -> 409; else unchanged."""
     if is_connection_error(exc):
         return Unavailable("postgres_unreachable", "the database does not answer", dependency="postgres")
-    sqlstate = _sqlstate(exc)
-    if sqlstate == "23505":
-        constraint = getattr(getattr(exc, "orig", None), "__cause__", None)
-        name = getattr(constraint, "constraint_name", None) or "unique"
-        return Conflict("conflict", f"unique constraint {name} violated")
-    if sqlstate == "57014":
+    constraint = unique_violation_constraint(exc)
+    if constraint is not None:
+        return Conflict("conflict", f"unique constraint {constraint or 'unique'} violated")
+    if _sqlstate(exc) == "57014":
         return Unavailable("statement_timeout", "the database took too long to answer", dependency="postgres")
     return exc
 

@@ -13,7 +13,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 log = logging.getLogger("caracal.migrate")
 
@@ -76,9 +76,14 @@ async def run_migrations(engine: AsyncEngine) -> list[str]:
     return applied
 
 
+async def revision_of(conn: AsyncConnection) -> str | None:
+    """The revision the database is at, on a connection the caller already holds."""
+    return await conn.run_sync(_current)
+
+
 async def current_revision(engine: AsyncEngine) -> str | None:
     async with engine.connect() as conn:
-        return await conn.run_sync(_current)
+        return await revision_of(conn)
 
 
 async def wait_for_schema(engine: AsyncEngine, stopped: Callable[[], bool], poll: float = 1.0) -> bool:

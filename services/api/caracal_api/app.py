@@ -97,7 +97,7 @@ def create_app(
         exception_handlers={Exception: handle_exception},
         before_request=strict_body,
         lifespan=[lifespan],
-        request_max_body_size=settings.body_limit_bytes,
+        request_max_body_size=res.settings.body_limit_bytes,
         state=_state(res, http_metrics),
         openapi_config=OpenAPIConfig(
             title="Caracal control plane",

@@ -9,7 +9,7 @@ from litestar import MediaType, Request, Response, get
 from litestar.di import Provide
 
 from caracal.db.engine import reading
-from caracal.db.migrate import head_revision
+from caracal.db.migrate import head_revision, revision_of
 from caracal.domain.dead_letters import dead_count, outbox_health
 from caracal.errors import CaracalError
 from caracal.events import CONTRACT_STREAMS, stats_key
@@ -43,9 +43,7 @@ async def ready(  # noqa: PLR0911 - one answer per reason, in the contract's ord
         return _not_ready({"draining": True})
     try:
         async with reading(res.engine) as conn:
-            revision = await conn.run_sync(
-                lambda sync: sync.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
-            )
+            revision = await revision_of(conn)
             dead = await dead_count(conn)
     except Exception:
         return _not_ready({"error": "postgres_unreachable", "dependency": "postgres"})
