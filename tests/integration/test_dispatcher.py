@@ -42,7 +42,7 @@ async def make_dispatcher(
     def make(publish_to: Redis | None = None, **overrides: Any) -> Dispatcher:
         tuned = dataclasses.replace(settings, **overrides)
         publisher = StreamPublisher(publish_to or redis, tuned.streams_hmac_key, tuned.outbox_stream_maxlen)
-        dispatcher = Dispatcher(tuned, engine, publisher, StreamLeases(str(tuned.database_url)))
+        dispatcher = Dispatcher(tuned, publisher, StreamLeases(str(tuned.database_url)))
         made.append(dispatcher)
         return dispatcher
 

@@ -36,17 +36,24 @@ async def listen_for_wakeups(redis: Redis, wake: asyncio.Event, stop: StopSignal
             await sleep_until(1.0, stop.event)
 
 
+async def schema_ready(settings: Settings, stop: StopSignal) -> bool:
+    """Wait for the API's migrations (the dispatcher's own queries go through its lease session)."""
+    engine = create_engine(settings, pool_size=1)
+    try:
+        return await wait_for_schema(engine, lambda: stop.is_set)
+    finally:
+        await engine.dispose()
+
+
 async def run(settings: Settings) -> None:
     database_url, redis_url = settings.require_servers()
     stop = StopSignal()
     stop.install()
-    engine = create_engine(settings, pool_size=3)
     redis = Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2)
     wake_redis = Redis.from_url(redis_url, socket_connect_timeout=2)
     leases = StreamLeases(database_url, settings.db_statement_timeout_ms)
     dispatcher = Dispatcher(
         settings,
-        engine,
         StreamPublisher(redis, settings.streams_hmac_key, settings.outbox_stream_maxlen),
         leases,
     )
@@ -59,7 +66,7 @@ async def run(settings: Settings) -> None:
         settings.outbox_batch,
     )
     try:
-        if not await wait_for_schema(engine, lambda: stop.is_set):
+        if not await schema_ready(settings, stop):
             return
         loop = poll_loop(
             "dispatcher",
@@ -72,7 +79,6 @@ async def run(settings: Settings) -> None:
     finally:
         listener.cancel()
         await leases.close()
-        await engine.dispose()
         await redis.aclose()
         await wake_redis.aclose()
         log.info("dispatcher stopped")

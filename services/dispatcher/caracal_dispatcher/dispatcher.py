@@ -13,8 +13,6 @@ from typing import Any
 import asyncpg
 import msgspec
 from redis.exceptions import RedisError
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from caracal.settings import Settings
 from caracal_dispatcher.leases import StreamLeases
@@ -67,26 +65,24 @@ MARK_DISPATCHED = """
      WHERE id = ANY($1::text[])
 """
 
-DRAIN_BUDGET_S = 0.5
-
-MARK_FAILED = text(
-    """
+# ($1 ids, $2 error, $3 worker, $4 max attempts, $5 delay in seconds)
+MARK_FAILED = """
     UPDATE event_outbox
-       SET attempts = attempts + 1, last_error = :error, locked_by = :worker,
-           available_at = CASE WHEN attempts + 1 >= :max_attempts THEN 'infinity'::timestamptz
-                               ELSE now() + make_interval(secs => :delay) END,
-           dead_at = CASE WHEN attempts + 1 >= :max_attempts THEN now() END
-     WHERE id = ANY(:ids)
-    """
-)
+       SET attempts = attempts + 1, last_error = $2, locked_by = $3,
+           available_at = CASE WHEN attempts + 1 >= $4::int THEN 'infinity'::timestamptz
+                               ELSE now() + make_interval(secs => $5::float8) END,
+           dead_at = CASE WHEN attempts + 1 >= $4::int THEN now() END
+     WHERE id = ANY($1::text[])
+"""
 
-RECONCILE = text(
-    """
-    UPDATE event_outbox SET dispatched_at = now(), locked_by = :worker
-     WHERE stream_name = :stream AND dispatched_at IS NULL AND dead_at IS NULL
-       AND (txid < (:tx)::text::xid8 OR (txid = (:tx)::text::xid8 AND seq <= :seq))
-    """
-)
+# ($1 stream, $2 worker, $3/$4 the high-water mark (txid, seq))
+RECONCILE = """
+    UPDATE event_outbox SET dispatched_at = now(), locked_by = $2
+     WHERE stream_name = $1 AND dispatched_at IS NULL AND dead_at IS NULL
+       AND (txid, seq) <= ($3::text::xid8, $4::bigint)
+"""
+
+DRAIN_BUDGET_S = 0.5
 
 
 def retry_delay(attempts: int) -> float:
@@ -109,11 +105,10 @@ def _event(row: Any) -> PendingEvent:
 
 
 class Dispatcher:
-    def __init__(
-        self, settings: Settings, engine: AsyncEngine, publisher: StreamPublisher, leases: StreamLeases
-    ) -> None:
+    """Publishes the outbox through one Postgres session (its leases' connection) and one Redis client."""
+
+    def __init__(self, settings: Settings, publisher: StreamPublisher, leases: StreamLeases) -> None:
         self.settings = settings
-        self.engine = engine
         self.publisher = publisher
         self.leases = leases
         self.drain_budget_s = DRAIN_BUDGET_S
@@ -148,15 +143,11 @@ class Dispatcher:
             return
         if mark is None:
             return
-        async with self.engine.begin() as conn:
-            result = await conn.execute(
-                RECONCILE,
-                {"stream": stream, "tx": str(mark[0]), "seq": mark[1], "worker": self.settings.worker_id},
-            )
-        if result.rowcount:
-            log.info(
-                "%s: %d events were published before a restart; marked delivered", stream, result.rowcount
-            )
+        conn = await self.leases.connection()
+        status = await conn.execute(RECONCILE, stream, self.settings.worker_id, str(mark[0]), mark[1])
+        marked = int(status.split()[-1])
+        if marked:
+            log.info("%s: %d events were published before a restart; marked delivered", stream, marked)
 
     async def dispatch_stream(self, stream: str) -> StreamOutcome:
         """Publish batch after batch while they come back full, for up to `drain_budget_s`.
@@ -237,17 +228,15 @@ class Dispatcher:
             exc,
             "dead-lettered" if dead else f"retry in {delay:.1f}s",
         )
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                MARK_FAILED,
-                {
-                    "ids": ids,
-                    "error": repr(exc)[:1000],
-                    "worker": self.settings.worker_id,
-                    "max_attempts": self.settings.outbox_max_attempts,
-                    "delay": delay,
-                },
-            )
+        conn = await self.leases.connection()
+        await conn.execute(
+            MARK_FAILED,
+            ids,
+            repr(exc)[:1000],
+            self.settings.worker_id,
+            self.settings.outbox_max_attempts,
+            delay,
+        )
         try:
             await self.publisher.count_failure(stream)
         except (RedisError, OSError):
