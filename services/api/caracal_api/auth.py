@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from urllib.parse import unquote
 
@@ -53,7 +54,8 @@ async def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: B
         res.redis, minute_key("api:v1_rl:actor", actor.id), res.settings.v1_rate_limit_per_min
     ):
         raise RateLimited("rate_limited", "too many requests with this token")
-    res.spawn(_touch(res, actor.id))
+    if _touch_due(res, actor.id):
+        res.spawn(_touch(res, actor.id))
 
 
 async def _authenticated(connection: ASGIConnection[Any, Any, Any, Any], res: Resources, ip: str) -> Actor:
@@ -92,6 +94,15 @@ def _check_capability(actor: Actor, method: str, handler: BaseRouteHandler) -> N
             return
         raise Forbidden("admin_token_approve_only", "an approve token may only read and satisfy challenges")
     raise Forbidden("admin_token_read_only", "a read token may only use GET and HEAD")
+
+
+def _touch_due(res: Resources, token_id: str) -> bool:
+    """Once a minute per token and process, before asking Redis (which debounces across replicas)."""
+    now = time.monotonic()
+    if now - res.touched.get(token_id, -LAST_USED_DEBOUNCE_S) < LAST_USED_DEBOUNCE_S:
+        return False
+    res.touched[token_id] = now
+    return True
 
 
 async def _touch(res: Resources, token_id: str) -> None:

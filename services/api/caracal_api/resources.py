@@ -28,6 +28,7 @@ class Resources:
     redis: Redis
     draining: bool = False
     background: set[asyncio.Task[Any]] = field(default_factory=set)
+    touched: dict[str, float] = field(default_factory=dict)  # token id -> when this process last touched it
 
     def spawn(self, work: Coroutine[Any, Any, Any]) -> None:
         """Fire-and-forget work after a response (audit rows, last_used_at, wake-up hints)."""
