@@ -42,7 +42,7 @@ class Resources:
             log.warning("background work failed: %r", task.exception())
 
     @asynccontextmanager
-    async def writing(self) -> AsyncIterator[AsyncConnection]:
+    async def writing(self, request: Any) -> AsyncIterator[AsyncConnection]:
         """A write transaction; once it has committed, the dispatcher is told to look (best effort,
         outside the transaction: the poll is the fallback)."""
         async with transaction(self.engine) as conn:

@@ -38,7 +38,7 @@ class AdminTokenController(Controller):
     async def create_token(
         self, request: Request[Any, Any, Any], res: ResourcesDep, data: JSONBody[AdminTokenCreate]
     ) -> dict[str, Any]:
-        async with res.writing() as conn:
+        async with res.writing(request) as conn:
             return await admin_tokens.create_admin_token(conn, data, caller_of(request))
 
     @delete(
@@ -47,7 +47,7 @@ class AdminTokenController(Controller):
     async def revoke_token(
         self, request: Request[Any, Any, Any], token_id: FromPath[str], res: ResourcesDep
     ) -> None:
-        async with res.writing() as conn:
+        async with res.writing(request) as conn:
             await admin_tokens.revoke_admin_token(conn, token_id, caller_of(request))
 
 
@@ -70,5 +70,5 @@ async def local_bootstrap(request: Request[Any, Any, Any], res: ResourcesDep) ->
         raise NotFound("not_found", "local bootstrap is disabled")
     if not _is_loopback(request.client.host if request.client else None):
         raise Forbidden("bootstrap_loopback_only", "bootstrap answers loopback peers only")
-    async with res.writing() as conn:
+    async with res.writing(request) as conn:
         return await admin_tokens.bootstrap_local_token(conn, caller_of(request))

@@ -42,7 +42,7 @@ class OutboxController(Controller):
     async def requeue_all(
         self, request: Request[Any, Any, Any], res: ResourcesDep, data: JSONBody[RequeueDead | None] = None
     ) -> dict[str, int]:
-        async with res.writing() as conn:
+        async with res.writing(request) as conn:
             count = await dead_letters.requeue_dead(conn, caller_of(request), data.stream if data else None)
         return {"requeued": count}
 
@@ -55,5 +55,5 @@ class OutboxController(Controller):
     async def requeue(
         self, request: Request[Any, Any, Any], event_id: FromPath[str], res: ResourcesDep
     ) -> dict[str, Any]:
-        async with res.writing() as conn:
+        async with res.writing(request) as conn:
             return await dead_letters.requeue(conn, event_id, caller_of(request))

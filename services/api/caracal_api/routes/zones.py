@@ -32,7 +32,7 @@ class ZoneController(Controller):
     async def create_zone(
         self, request: Request[Any, Any, Any], res: ResourcesDep, data: JSONBody[ZoneCreate]
     ) -> dict[str, Any]:
-        async with res.writing() as conn:
+        async with res.writing(request) as conn:
             return await zones.create_zone(conn, res.settings.kek, data, caller_of(request))
 
     @get("/{zone_id:str}", summary="Get a zone")
@@ -53,12 +53,12 @@ class ZoneController(Controller):
         res: ResourcesDep,
         data: JSONBody[ZoneUpdate],
     ) -> dict[str, Any]:
-        async with res.writing() as conn:
+        async with res.writing(request) as conn:
             return await zones.update_zone(conn, zone_id, data, caller_of(request))
 
     @delete("/{zone_id:str}", summary="Archive a zone")
     async def delete_zone(
         self, request: Request[Any, Any, Any], zone_id: FromPath[str], res: ResourcesDep
     ) -> None:
-        async with res.writing() as conn:
+        async with res.writing(request) as conn:
             await zones.delete_zone(conn, zone_id, caller_of(request))
