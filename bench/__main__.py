@@ -1,4 +1,4 @@
-"""`python -m bench [throughput|latency|idle ...]`: start the servers once, run the benchmarks in turn."""
+"""`python -m bench [throughput|latency|idle|api ...]`: start the servers once, run the benchmarks in turn."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable
 
-from bench import idle, latency, throughput
+from bench import api, idle, latency, throughput
 from bench.common import BenchEnv, BenchError, bench_env, say
 
 BENCHMARKS: dict[str, Callable[[BenchEnv], Awaitable[list[str]]]] = {
     "throughput": throughput.run,
     "latency": latency.run,
     "idle": idle.run,
+    "api": api.run,
 }
 USAGE = f"usage: python -m bench [{'|'.join(BENCHMARKS)} ...]  (all of them, in this order, by default)"
 
