@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from caracal.db.schema import event_outbox
+from caracal.db.tables.outbox import event_outbox
 from caracal.events import CHANGES, Scalar
 from caracal.ids import new_id
 

@@ -6,7 +6,7 @@ import os
 import re
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TypeVar
 
@@ -17,7 +17,24 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 TRACE_EXPORTERS = ("none", "console", "otlp")
 _KEK_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
+# Fields whose values never appear in a repr or a log line.
+_SECRET_FIELD = re.compile(r"token|key|kek|bearer|secret|password")
+_URL_PASSWORD = re.compile(r"^([a-z][a-z0-9+.\-]*://[^:/@]*:)[^@]*@", re.IGNORECASE)
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&]*", re.IGNORECASE)
 _SECRET_VARS = ("DATABASE_URL", "REDIS_URL", "CARACAL_ADMIN_TOKEN", "CARACAL_KEK", "STREAMS_HMAC_KEY")
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by `***` (fit for logs and reprs)."""
+    return _QUERY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", url))
+
+
+def _shown(name: str, value: object) -> str:
+    if isinstance(value, str) and name.endswith("_url"):
+        return repr(mask_url(value))
+    if _SECRET_FIELD.search(name) and value is not None and not isinstance(value, KeyRing):
+        return "'***'"
+    return repr(value)
 
 
 class SettingsError(ValueError):
@@ -36,6 +53,9 @@ class KeyRing:
 
     def get(self, key_id: str) -> bytes | None:
         return next((key for kid, key in self.keys if kid == key_id), None)
+
+    def __repr__(self) -> str:
+        return f"KeyRing(ids={[kid for kid, _ in self.keys]})"  # ids only: the keys are secrets
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +88,11 @@ class Settings:
     data_dir: Path = Path(".caracal")
     reaper_interval_ms: int = 60_000
     otel_traces_exporter: str = "none"
+
+    def __repr__(self) -> str:
+        """Every field, secrets hidden by name (a field added later is covered without an edit)."""
+        shown = ", ".join(f"{f.name}={_shown(f.name, getattr(self, f.name))}" for f in fields(self))
+        return f"Settings({shown})"
 
     @property
     def dev(self) -> bool:

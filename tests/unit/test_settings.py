@@ -96,3 +96,48 @@ def test_process_with_bad_value_exits_with_one_line(module: str) -> None:
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert lines == ["caracal: configuration error: CARACAL_DB_POOL_MAX: must be an integer, got 'abc'"]
+
+
+SECRETS = {
+    "DATABASE_URL": "postgresql://caracal:db-pass-Xq81@127.0.0.1:5432/db?password=qs-pass-Zt42",
+    "REDIS_URL": "redis://:redis-pass-Kv27@127.0.0.1:6379/0",
+    "CARACAL_ADMIN_TOKEN": "cat_admin-token-Wm55-long-enough",
+    "CARACAL_KEK": "k1:" + "5e" * 32,
+    "STREAMS_HMAC_KEY": "7a" * 32,
+    "METRICS_BEARER": "metrics-bearer-Hn63",
+}
+SECRET_VALUES = (
+    "db-pass-Xq81",
+    "qs-pass-Zt42",
+    "redis-pass-Kv27",
+    "cat_admin-token-Wm55-long-enough",
+    "5e" * 32,
+    "7a" * 32,
+    "metrics-bearer-Hn63",
+)
+
+
+def _leaks(text: str, settings_env: dict[str, str]) -> list[str]:
+    found = [value for value in SECRET_VALUES if value in text]
+    loaded = load_settings(settings_env)
+    raw = [key.hex() for _kid, key in loaded.kek.keys]
+    raw += [repr(key) for _kid, key in loaded.kek.keys]
+    raw += [repr(loaded.streams_hmac_key)]
+    return found + [value for value in raw if value in text]
+
+
+def test_repr_and_str_of_settings_show_no_secret() -> None:
+    """repr/str of Settings hide the admin token, KEK, signing key, bearer and URL passwords."""
+    settings = load_settings(SECRETS)
+    for shown in (repr(settings), str(settings), repr(settings.kek), f"{settings}"):
+        assert _leaks(shown, SECRETS) == []
+
+
+def test_repr_of_settings_keeps_what_an_operator_needs() -> None:
+    """The masked repr still names the hosts, the key ids and every non-secret value."""
+    shown = repr(load_settings(SECRETS))
+    assert "postgresql://caracal:***@127.0.0.1:5432/db?password=***" in shown
+    assert "redis://:***@127.0.0.1:6379/0" in shown
+    assert "KeyRing(ids=['k1'])" in shown
+    assert "admin_token='***'" in shown
+    assert "port=3000" in shown

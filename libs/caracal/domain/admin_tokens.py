@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from caracal.crypto import digests_equal, new_admin_token, token_digest
 from caracal.db.paging import Listing, Page, listing, paged
-from caracal.db.schema import admin_tokens
+from caracal.db.tables.admin_tokens import admin_tokens
 from caracal.domain.context import Actor, Caller
 from caracal.domain.zones import NO_NUL, require_live_zone
 from caracal.errors import Conflict, InvalidInput, NotFound

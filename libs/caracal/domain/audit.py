@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from caracal.db.schema import admin_audit_events
+from caracal.db.tables.audit import admin_audit_events
 from caracal.domain.context import Caller
 from caracal.ids import new_id
 

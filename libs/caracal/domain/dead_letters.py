@@ -8,7 +8,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from caracal.db.paging import Listing, Page, listing, paged
-from caracal.db.schema import event_outbox
+from caracal.db.tables.outbox import event_outbox
 from caracal.domain.context import Caller
 from caracal.errors import Conflict, NotFound
 from caracal.outbox import record_change

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from caracal.crypto import new_wrapped_dek
 from caracal.db.engine import unique_violation_constraint
 from caracal.db.paging import Listing, Page, listing, paged
-from caracal.db.schema import zones
+from caracal.db.tables.zones import ZONES_SLUG_KEY, zones
 from caracal.domain.audit import record_audit
 from caracal.domain.context import Caller
 from caracal.errors import Conflict, InvalidInput, NotFound
@@ -27,7 +27,6 @@ NO_NUL = r"^[^\x00]*$"  # Postgres text cannot hold NUL: refuse it as input, not
 SLUG_MAX = 2000
 Name = Annotated[str, msgspec.Meta(min_length=1, pattern=NO_NUL)]
 Slug = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9-]+$", max_length=SLUG_MAX)]
-SLUG_CONSTRAINT = "zones_slug_key"
 _NON_SLUG = re.compile(r"[^a-z0-9]+")
 
 
@@ -155,7 +154,7 @@ async def create_zone(
                 ).one()
             break
         except IntegrityError as exc:
-            if unique_violation_constraint(exc) != SLUG_CONSTRAINT or isinstance(data.slug, str):
+            if unique_violation_constraint(exc) != ZONES_SLUG_KEY or isinstance(data.slug, str):
                 raise _slug_conflict(exc, slug) from exc
     else:
         raise Conflict("zone_slug_conflict", "could not find a free slug; give one")
@@ -164,7 +163,7 @@ async def create_zone(
 
 
 def _slug_conflict(exc: IntegrityError, slug: str) -> Exception:
-    if unique_violation_constraint(exc) == SLUG_CONSTRAINT:
+    if unique_violation_constraint(exc) == ZONES_SLUG_KEY:
         return Conflict("zone_slug_conflict", f"slug {slug!r} is taken")
     return exc
 
