@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -232,11 +233,34 @@ async def measure_route(
     seconds = seconds or DURATION_S
     say(f"{label}: warming up {WARMUP_S} s, then wrk -t{THREADS} -c{CONNECTIONS} for {seconds:g} s")
     await wrk(bench, server, path, WARMUP_S, script)
-    found = await wrk(bench, server, path, seconds, script)
+    async with profiled(server, label, seconds):
+        found = await wrk(bench, server, path, seconds, script)
     say(f"{label}: {found.describe()}")
     if found.errors > found.requests / 2:
         raise BenchError(f"{label}: {found.errors} of {found.requests} requests failed\n{server.log_tail()}")
     return found
+
+
+@contextlib.asynccontextmanager
+async def profiled(server: ApiServer, label: str, seconds: float) -> AsyncIterator[None]:
+    """With BENCH_API_PROFILE=<dir>: py-spy samples the API (and its workers) while the block runs."""
+    folder = os.environ.get("BENCH_API_PROFILE")
+    if not folder:
+        yield
+        return
+    out = Path(folder) / (re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-") + ".txt")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))  # the dev extra's
+    command = [py_spy, "record", "--nonblocking", "--subprocesses", "-r", "250", "-f", "raw"]
+    command += ["-d", f"{seconds:g}", "-p", str(server.process.pid), "-o", str(out)]
+    spy = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
+    try:
+        yield
+    finally:
+        await spy.wait()
+        say(f"{label}: py-spy profile (collapsed stacks) in {out}")
 
 
 async def drive(callers: int, seconds: float, call: Callable[[int], Awaitable[object]]) -> Load:
