@@ -21,7 +21,14 @@ _HEX = re.compile(r"^[0-9a-fA-F]+$")
 _SECRET_FIELD = re.compile(r"token|key|kek|bearer|secret|password")
 _URL_PASSWORD = re.compile(r"^([a-z][a-z0-9+.\-]*://[^:/@]*:)[^@]*@", re.IGNORECASE)
 _QUERY_PASSWORD = re.compile(r"([?&]password=)[^&]*", re.IGNORECASE)
-_SECRET_VARS = ("DATABASE_URL", "REDIS_URL", "CARACAL_ADMIN_TOKEN", "CARACAL_KEK", "STREAMS_HMAC_KEY")
+_SECRET_VARS = (
+    "DATABASE_URL",
+    "REDIS_URL",
+    "CARACAL_ADMIN_TOKEN",
+    "CARACAL_KEK",
+    "STREAMS_HMAC_KEY",
+    "ZONE_KEK",
+)
 
 
 def mask_url(url: str) -> str:
@@ -76,6 +83,7 @@ class Settings:
     shutdown_timeout_ms: int = 15000
     kek: KeyRing = field(default_factory=KeyRing)
     streams_hmac_key: bytes | None = None
+    zone_kek: bytes | None = None  # optional until providers hold secrets; caracal.sealing says so
     mode: str = "stable"
     log_level: str = "info"
     body_limit_bytes: int = 1_048_576
@@ -128,6 +136,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         shutdown_timeout_ms=reader.integer("CARACAL_SHUTDOWN_TIMEOUT_MS", 15000, 0, 3_600_000),
         kek=reader.parsed("CARACAL_KEK", parse_kek, KeyRing()),
         streams_hmac_key=reader.parsed("STREAMS_HMAC_KEY", parse_hmac_key, None),
+        zone_kek=reader.parsed("ZONE_KEK", parse_zone_kek, None),
         mode=reader.choice("CARACAL_MODE", "stable", MODES),
         log_level=reader.choice("LOG_LEVEL", "info", LOG_LEVELS),
         body_limit_bytes=reader.integer("API_BODY_LIMIT_BYTES", 1_048_576, 1024, 1 << 30),
@@ -169,6 +178,16 @@ def parse_kek(raw: str) -> KeyRing:
             raise ValueError(f"key id {key_id!r} appears twice")
         keys.append((key_id, bytes.fromhex(hexkey)))
     return KeyRing(tuple(keys))
+
+
+def parse_zone_kek(raw: str) -> bytes:
+    """64 hex characters, not all zero (the key the STS opens provider secrets with)."""
+    if len(raw) != 64 or not _HEX.match(raw):
+        raise ValueError("must be 64 hex characters (32 bytes)")
+    key = bytes.fromhex(raw)
+    if not any(key):
+        raise ValueError("must not be all zero")
+    return key
 
 
 def parse_hmac_key(raw: str) -> bytes:
