@@ -91,8 +91,8 @@ async def redis(engine: AsyncEngine, shared_redis: Redis) -> Redis:
 async def resources(settings: Settings, engine: AsyncEngine, shared_redis: Redis) -> AsyncIterator[Resources]:
     res = Resources(settings=settings, engine=engine, redis=shared_redis)
     yield res
-    for task in list(res.background):
-        await task
+    await res.settled()
+    await res.stop()
 
 
 @pytest_asyncio.fixture

@@ -63,3 +63,9 @@ class Unavailable(CaracalError):
 
     status = 503
     title = "Service Unavailable"
+
+
+class Overloaded(Unavailable):
+    """This process has no capacity left right now (its connection pool is busy): retry shortly."""
+
+    retry_after_s = 1

@@ -38,12 +38,13 @@ async def app_with(
     finally:
         for http in clients:
             await http.aclose()
+        await res.settled()
+        await res.stop()
 
 
 async def settle(resources: Resources) -> None:
     """Wait for the work spawned after responses (audit rows, last_used_at)."""
-    for task in list(resources.background):
-        await task
+    await resources.settled()
 
 
 def bearer(token: str) -> dict[str, str]:

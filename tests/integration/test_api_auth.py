@@ -10,6 +10,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from caracal_api.auth import forwarded_client
 from caracal_api.resources import Resources
 from tests.integration.api_helpers import app_with, bearer, make_token, make_zone, settle
 
@@ -129,7 +130,8 @@ async def test_failed_authentications_over_the_limit_get_429(
 async def test_forwarded_for_counts_only_behind_a_trusted_proxy(
     client: httpx.AsyncClient, resources: Resources
 ) -> None:
-    """X-Forwarded-For is ignored unless TRUST_PROXY, so rotating it does not escape the failure limit."""
+    """X-Forwarded-For is ignored unless TRUST_PROXY, so rotating it does not escape the failure limit;
+    behind a proxy the client is the entry the proxy appended (right-most), not a forgeable left one."""
     await same_minute()
     async with app_with(resources, auth_fail_limit_per_min=2) as (direct,):
         statuses = [
@@ -142,16 +144,26 @@ async def test_forwarded_for_counts_only_behind_a_trusted_proxy(
     ):
         statuses = [
             (
-                await proxied.get("/v1/zones", headers={"X-Forwarded-For": f"10.0.1.{n}, 127.0.0.3"})
+                await proxied.get("/v1/zones", headers={"X-Forwarded-For": f"198.51.100.7, 10.0.1.{n}"})
             ).status_code
             for n in range(3)
         ]
         assert statuses == [401, 401, 401]
-        same = [
-            (await proxied.get("/v1/zones", headers={"X-Forwarded-For": "10.0.2.9"})).status_code
-            for _ in range(3)
+        forged = [
+            (
+                await proxied.get("/v1/zones", headers={"X-Forwarded-For": f"10.9.9.{n}, 10.0.2.9"})
+            ).status_code
+            for n in range(3)
         ]
-        assert same == [401, 401, 429]
+        assert forged == [401, 401, 429]
+
+
+async def test_forwarded_for_takes_the_configured_number_of_trusted_hops() -> None:
+    """With two proxies the client is the second entry from the right; fewer entries fall back left."""
+    assert forwarded_client("6.6.6.6, 203.0.113.5, 10.0.0.2", 2) == "203.0.113.5"
+    assert forwarded_client("6.6.6.6, 203.0.113.5", 1) == "203.0.113.5"
+    assert forwarded_client("203.0.113.5", 2) == "203.0.113.5"
+    assert forwarded_client(" , ", 1) is None
 
 
 async def test_per_token_rate_limit_applies_across_addresses(

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import asyncpg
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from caracal.errors import CaracalError, Conflict, Unavailable
+from caracal.errors import CaracalError, Conflict, Overloaded, Unavailable
 from caracal.settings import Settings
 
 _CONNECTION_SQLSTATES = ("08", "57P")  # connection exceptions, operator intervention (shutdown)
+R = TypeVar("R")
+AFTER_COMMIT = "caracal.after_commit"  # key in Connection.info: messages for after the commit
 
 
 def asyncpg_url(url: str) -> str:
@@ -33,9 +36,12 @@ def create_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncE
         asyncpg_url(database_url),
         pool_size=pool_size or settings.db_pool_max,
         max_overflow=0,
-        pool_pre_ping=True,
+        # no pre-ping (it costs a round trip per checkout): a connection that fails is discarded, and
+        # SQLAlchemy then recycles the rest of the pool; reads are retried once (read_retried)
+        pool_pre_ping=False,
+        pool_use_lifo=True,  # a warm connection (its prepared statements cached) serves the next request
         hide_parameters=True,  # statement parameters may hold sealed secrets: never in logs
-        pool_timeout=10,
+        pool_timeout=settings.db_pool_timeout_ms / 1000,
         connect_args={
             "timeout": 5,
             "command_timeout": max(settings.db_statement_timeout_ms / 1000 + 5, 10),
@@ -62,19 +68,48 @@ async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     except CaracalError:
         raise
     except Exception as exc:
-        raise translate_db_error(exc) from exc
+        raise _meaning(exc) from exc
 
 
 @asynccontextmanager
 async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A read-only unit of work; driver errors become CaracalErrors."""
+    """A read on one pooled connection in autocommit: each statement is its own round trip, with no
+    BEGIN/ROLLBACK around it. Driver errors become CaracalErrors."""
     try:
         async with engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
             yield conn
     except CaracalError:
         raise
     except Exception as exc:
-        raise translate_db_error(exc) from exc
+        raise _meaning(exc) from exc
+
+
+async def read_retried(engine: AsyncEngine, read: Callable[[AsyncConnection], Awaitable[R]]) -> R:
+    """An idempotent read, run again once on a fresh connection when its connection turned out broken
+    (after a Postgres restart every pooled connection is; the first failure recycles the pool)."""
+    try:
+        async with reading(engine) as conn:
+            return await read(conn)
+    except Unavailable as exc:
+        if exc.code != "postgres_unreachable":
+            raise
+    async with reading(engine) as conn:
+        return await read(conn)
+
+
+def after_commit(conn: AsyncConnection, message: str) -> None:
+    """Ask the writer to tell every API process `message` once this transaction has committed
+    (cache invalidations such as `token:<id>`); outside the API's writer it goes nowhere."""
+    notes = conn.info.get(AFTER_COMMIT)
+    if isinstance(notes, list):
+        notes.append(message)
+
+
+def _meaning(exc: BaseException) -> BaseException:
+    if isinstance(exc, PoolTimeout):
+        return Overloaded("overloaded", "every database connection of this process is busy; retry shortly")
+    return translate_db_error(exc)
 
 
 def translate_db_error(exc: BaseException) -> BaseException:

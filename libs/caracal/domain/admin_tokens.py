@@ -10,10 +10,13 @@ from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from caracal.crypto import digests_equal, new_admin_token, token_digest
+from caracal.db.engine import after_commit
 from caracal.db.paging import Listing, Page, listing, paged
 from caracal.db.tables.admin_tokens import admin_tokens
+from caracal.db.tables.zones import zones
 from caracal.domain.context import Actor, Caller
-from caracal.domain.zones import NO_NUL, require_live_zone
+from caracal.domain.wire import NO_NUL, Body, Resource, Timestamp
+from caracal.domain.zones import require_live_zone
 from caracal.errors import Conflict, InvalidInput, NotFound
 from caracal.ids import new_id
 from caracal.outbox import record_change
@@ -26,13 +29,17 @@ LOCAL_BOOTSTRAP = "local-bootstrap"
 _BOOTSTRAP_LOCK = 7163920485318410
 
 
-class AdminTokenCreate(msgspec.Struct, forbid_unknown_fields=True):
+Scope = Literal["global", "zone"]
+Capability = Literal["read", "write", "approve"]
+
+
+class AdminTokenCreate(Body):
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=120, pattern=NO_NUL)]
-    scope: Literal["global", "zone"]
+    scope: Scope
     zone_id: (
         Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=NO_NUL)] | msgspec.UnsetType
     ) = msgspec.UNSET
-    capability: Literal["read", "write", "approve"] = "write"
+    capability: Capability = "write"
 
 
 _PUBLIC = (
@@ -48,23 +55,51 @@ _PUBLIC = (
 )
 
 
-def token_wire(row: Any) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "name": row.name,
-        "scope": row.scope,
-        "capability": row.capability,
-        "zone_id": row.zone_id,
-        "created_by": row.created_by,
-        "created_at": iso_ms(row.created_at),
-        "last_used_at": iso_ms(row.last_used_at),
-        "revoked_at": iso_ms(row.revoked_at),
-    }
+class AdminTokenCreated(Resource):
+    """The answer to a creation: the only time the token's cleartext is shown."""
+
+    id: str
+    name: str
+    scope: Scope
+    capability: Capability
+    zone_id: str | None
+    created_by: str
+    created_at: Timestamp
+    token: str
+
+
+class AdminToken(Resource):
+    """A token as listed: never its secret."""
+
+    id: str
+    name: str
+    scope: Scope
+    capability: Capability
+    zone_id: str | None
+    created_by: str
+    created_at: Timestamp
+    last_used_at: Timestamp | None
+    revoked_at: Timestamp | None
+
+
+def token_wire(row: Any) -> AdminToken:
+    return AdminToken(
+        id=row.id,
+        name=row.name,
+        scope=row.scope,
+        capability=row.capability,
+        zone_id=row.zone_id,
+        created_by=row.created_by,
+        created_at=iso_ms(row.created_at),
+        last_used_at=iso_ms(row.last_used_at),
+        revoked_at=iso_ms(row.revoked_at),
+    )
 
 
 async def authenticate(conn: AsyncConnection, token: str) -> Actor | None:
-    """The actor behind a bearer token, or None when it is unknown or revoked."""
+    """The actor behind a bearer token, or None when it is unknown, revoked, or of an archived zone."""
     digest = token_digest(token)
+    live_zone = select(zones.c.id).where(zones.c.id == admin_tokens.c.zone_id, zones.c.archived_at.is_(None))
     row = (
         await conn.execute(
             select(
@@ -74,7 +109,11 @@ async def authenticate(conn: AsyncConnection, token: str) -> Actor | None:
                 admin_tokens.c.zone_id,
                 admin_tokens.c.capability,
                 admin_tokens.c.token_sha256,
-            ).where(admin_tokens.c.token_sha256 == digest, admin_tokens.c.revoked_at.is_(None))
+            ).where(
+                admin_tokens.c.token_sha256 == digest,
+                admin_tokens.c.revoked_at.is_(None),
+                admin_tokens.c.zone_id.is_(None) | live_zone.exists(),
+            )
         )
     ).first()
     if row is None or not digests_equal(bytes(row.token_sha256), digest):
@@ -97,7 +136,7 @@ async def _mint(
     capability: str,
     created_by: str,
     caller: Caller,
-) -> dict[str, Any]:
+) -> AdminTokenCreated:
     token = new_admin_token()
     row = (
         await conn.execute(
@@ -122,12 +161,21 @@ async def _mint(
         zone_id=zone_id,
         request_id=caller.request_id,
     )
-    created = token_wire(row)
-    del created["last_used_at"], created["revoked_at"]
-    return {**created, "token": token}
+    return AdminTokenCreated(
+        id=row.id,
+        name=row.name,
+        scope=row.scope,
+        capability=row.capability,
+        zone_id=row.zone_id,
+        created_by=row.created_by,
+        created_at=iso_ms(row.created_at),
+        token=token,
+    )
 
 
-async def create_admin_token(conn: AsyncConnection, data: AdminTokenCreate, caller: Caller) -> dict[str, Any]:
+async def create_admin_token(
+    conn: AsyncConnection, data: AdminTokenCreate, caller: Caller
+) -> AdminTokenCreated:
     """A new token; its cleartext is in this answer only."""
     zone_id = data.zone_id if isinstance(data.zone_id, str) else None
     if data.scope == "zone" and zone_id is None:
@@ -147,7 +195,7 @@ async def create_admin_token(conn: AsyncConnection, data: AdminTokenCreate, call
     )
 
 
-async def list_admin_tokens(conn: AsyncConnection, page: Page) -> Listing:
+async def list_admin_tokens(conn: AsyncConnection, page: Page) -> Listing[AdminToken]:
     rows = (
         await conn.execute(paged(select(*_PUBLIC), admin_tokens.c.created_at, admin_tokens.c.id, page))
     ).all()
@@ -168,6 +216,7 @@ async def revoke_admin_token(conn: AsyncConnection, token_id: str, caller: Calle
     await conn.execute(
         update(admin_tokens).where(admin_tokens.c.id == token_id).values(revoked_at=func.now())
     )
+    after_commit(conn, f"token:{token_id}")
     await record_change(
         conn,
         "admin_token.revoked",
@@ -219,7 +268,7 @@ async def seed_env_token(conn: AsyncConnection, token: str) -> None:
     )
 
 
-async def bootstrap_local_token(conn: AsyncConnection, caller: Caller) -> dict[str, Any]:
+async def bootstrap_local_token(conn: AsyncConnection, caller: Caller) -> AdminTokenCreated:
     """Mint the first global token, once: afterwards 409 bootstrap_already_done."""
     await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _BOOTSTRAP_LOCK})
     usable = (

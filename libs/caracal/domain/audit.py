@@ -43,8 +43,7 @@ def entity_of(path: str) -> tuple[str | None, str | None, str | None]:
     return zone_id, entity_type, entity_id
 
 
-async def record_audit(
-    conn: AsyncConnection,
+def audit_row(
     caller: Caller,
     *,
     action: str,
@@ -55,22 +54,49 @@ async def record_audit(
     entity_type: str | None = None,
     entity_id: str | None = None,
     payload: dict[str, Any] | None = None,
-) -> None:
+) -> dict[str, Any]:
+    """The admin_audit_events row for one action of `caller`."""
     actor = caller.actor
-    await conn.execute(
-        insert(admin_audit_events).values(
-            id=new_id(),
-            request_id=caller.request_id,
-            actor_id=actor.id if actor else None,
-            actor_name=actor.name if actor else None,
-            actor_scope=actor.scope if actor else None,
-            action=action,
-            method=method,
-            path=path,
-            zone_id=zone_id,
-            entity_type=entity_type,
-            entity_id=entity_id,
-            status_code=status_code,
-            payload_json={**RLS_PAYLOAD, **(payload or {})},
-        )
+    return {
+        "id": new_id(),
+        "request_id": caller.request_id,
+        "actor_id": actor.id if actor else None,
+        "actor_name": actor.name if actor else None,
+        "actor_scope": actor.scope if actor else None,
+        "action": action,
+        "method": method,
+        "path": path,
+        "zone_id": zone_id,
+        "entity_type": entity_type,
+        "entity_id": entity_id,
+        "status_code": status_code,
+        "payload_json": {**RLS_PAYLOAD, **(payload or {})},
+    }
+
+
+def request_audit_row(caller: Caller, method: str, url: str, status_code: int) -> dict[str, Any]:
+    """The contract's row for one /v1 request (`url` as sent, query included)."""
+    zone_id, entity_type, entity_id = entity_of(url)
+    return audit_row(
+        caller,
+        action=f"{method} {url}",
+        method=method,
+        path=url,
+        status_code=status_code,
+        zone_id=zone_id,
+        entity_type=entity_type,
+        entity_id=entity_id,
     )
+
+
+async def insert_audit_rows(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Rows from audit_row(), in one statement."""
+    if len(rows) == 1:
+        await conn.execute(insert(admin_audit_events).values(**rows[0]))
+    elif rows:
+        await conn.execute(insert(admin_audit_events), rows)
+
+
+async def record_audit(conn: AsyncConnection, caller: Caller, **fields: Any) -> None:
+    """One audit row in the caller's transaction (see audit_row for the fields)."""
+    await insert_audit_rows(conn, [audit_row(caller, **fields)])

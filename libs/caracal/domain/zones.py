@@ -11,32 +11,31 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from caracal.crypto import new_wrapped_dek
-from caracal.db.engine import unique_violation_constraint
+from caracal.db.engine import after_commit, unique_violation_constraint
 from caracal.db.paging import Listing, Page, listing, paged
 from caracal.db.tables.zones import ZONES_SLUG_KEY, zones
 from caracal.domain.audit import record_audit
 from caracal.domain.context import Caller
+from caracal.domain.wire import Body, Name, Resource, Timestamp
 from caracal.errors import Conflict, InvalidInput, NotFound
 from caracal.ids import new_id
 from caracal.outbox import record_change
 from caracal.settings import KeyRing
 from caracal.timefmt import iso_ms
 
-NO_NUL = r"^[^\x00]*$"  # Postgres text cannot hold NUL: refuse it as input, not as a 500
 # The contract sets no length limit, but a unique btree entry cannot exceed ~2700 bytes.
 SLUG_MAX = 2000
-Name = Annotated[str, msgspec.Meta(min_length=1, pattern=NO_NUL)]
 Slug = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9-]+$", max_length=SLUG_MAX)]
 _NON_SLUG = re.compile(r"[^a-z0-9]+")
 
 
-class ZoneCreate(msgspec.Struct, forbid_unknown_fields=True):
+class ZoneCreate(Body):
     name: Name
     slug: Slug | msgspec.UnsetType = msgspec.UNSET
     dcr_enabled: bool = False
 
 
-class ZoneUpdate(msgspec.Struct, forbid_unknown_fields=True):
+class ZoneUpdate(Body):
     name: Name | msgspec.UnsetType = msgspec.UNSET
     slug: Slug | msgspec.UnsetType = msgspec.UNSET
     dcr_enabled: bool | msgspec.UnsetType = msgspec.UNSET
@@ -53,15 +52,30 @@ _COLUMNS = (
 )
 
 
-def zone_wire(row: Any) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "name": row.name,
-        "slug": row.slug,
-        "dcr_enabled": row.dcr_enabled,
-        "created_at": iso_ms(row.created_at),
-        "updated_at": iso_ms(row.updated_at),
-    }
+class Zone(Resource):
+    id: str
+    name: str
+    slug: str
+    dcr_enabled: bool
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class ZoneDcrStatus(Resource):
+    id: str
+    dcr_enabled: bool
+    live_dcr_applications: int
+
+
+def zone_wire(row: Any) -> Zone:
+    return Zone(
+        id=row.id,
+        name=row.name,
+        slug=row.slug,
+        dcr_enabled=row.dcr_enabled,
+        created_at=iso_ms(row.created_at),
+        updated_at=iso_ms(row.updated_at),
+    )
 
 
 async def _zone_changed(conn: AsyncConnection, event: str, zone_id: str, caller: Caller) -> None:
@@ -83,13 +97,13 @@ def first_free(base: str, taken: set[str]) -> str:
     return f"{base}-{new_id().replace('-', '')}"
 
 
-async def list_zones(conn: AsyncConnection, page: Page) -> Listing:
+async def list_zones(conn: AsyncConnection, page: Page) -> Listing[Zone]:
     query = select(*_COLUMNS).where(zones.c.archived_at.is_(None))
     rows = (await conn.execute(paged(query, zones.c.created_at, zones.c.id, page))).all()
     return listing(rows, page, zone_wire)
 
 
-async def get_zone(conn: AsyncConnection, zone_id: str) -> dict[str, Any]:
+async def get_zone(conn: AsyncConnection, zone_id: str) -> Zone:
     row = (
         await conn.execute(select(*_COLUMNS).where(zones.c.id == zone_id, zones.c.archived_at.is_(None)))
     ).first()
@@ -116,10 +130,10 @@ async def live_dcr_applications(conn: AsyncConnection, zone_id: str) -> int:
     return 0
 
 
-async def dcr_status(conn: AsyncConnection, zone_id: str) -> dict[str, Any]:
+async def dcr_status(conn: AsyncConnection, zone_id: str) -> ZoneDcrStatus:
     zone = await get_zone(conn, zone_id)
     live = await live_dcr_applications(conn, zone_id)
-    return {"id": zone["id"], "dcr_enabled": zone["dcr_enabled"], "live_dcr_applications": live}
+    return ZoneDcrStatus(id=zone.id, dcr_enabled=zone.dcr_enabled, live_dcr_applications=live)
 
 
 async def _taken_slugs(conn: AsyncConnection, base: str) -> set[str]:
@@ -129,7 +143,7 @@ async def _taken_slugs(conn: AsyncConnection, base: str) -> set[str]:
 
 async def create_zone(
     conn: AsyncConnection, kek: KeyRing, data: ZoneCreate, caller: Caller
-) -> dict[str, Any]:
+) -> Zone:
     zone_id = new_id()
     dek, key_id = new_wrapped_dek(kek, zone_id)
     values = {
@@ -168,9 +182,7 @@ def _slug_conflict(exc: IntegrityError, slug: str) -> Exception:
     return exc
 
 
-async def update_zone(
-    conn: AsyncConnection, zone_id: str, data: ZoneUpdate, caller: Caller
-) -> dict[str, Any]:
+async def update_zone(conn: AsyncConnection, zone_id: str, data: ZoneUpdate, caller: Caller) -> Zone:
     shutdown = data.dcr_shutdown if isinstance(data.dcr_shutdown, str) else None
     if shutdown is not None and data.dcr_enabled is not False:
         raise InvalidInput("dcr_shutdown_not_applicable", "dcr_shutdown needs dcr_enabled: false")
@@ -236,4 +248,5 @@ async def delete_zone(conn: AsyncConnection, zone_id: str, caller: Caller) -> No
     )
     if result.first() is None:
         raise NotFound("zone_not_found", f"zone {zone_id} does not exist")
+    after_commit(conn, f"zone:{zone_id}")  # its zone-scoped tokens stop working everywhere
     await _zone_changed(conn, "zone.deleted", zone_id, caller)

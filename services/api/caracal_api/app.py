@@ -26,8 +26,10 @@ from caracal_api.auth import admin_guard
 from caracal_api.errors import handle_exception
 from caracal_api.metrics import HttpMetrics
 from caracal_api.middleware import RequestContext
+from caracal_api.openapi import OPENAPI_PLUGINS
 from caracal_api.resources import Resources
 from caracal_api.routes.admin_tokens import AdminTokenController, local_bootstrap
+from caracal_api.routes.common import invalid_request
 from caracal_api.routes.health import health, metrics, ready
 from caracal_api.routes.outbox import OutboxController
 from caracal_api.routes.zones import ZoneController
@@ -77,11 +79,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: Litestar) -> AsyncIterator[None]:
+        res.start()
         try:
             yield
         finally:
-            for task in list(res.background):
-                await task
+            await res.stop()
             if resources is None:
                 await res.redis.aclose()
                 await res.engine.dispose()
@@ -91,10 +93,12 @@ def create_app(
         route_handlers=[ZoneController, AdminTokenController, OutboxController, local_bootstrap],
         guards=[guard_v1],
         security=[{"bearer": []}],
+        exception_handlers={ValidationException: invalid_request},
     )
     app = Litestar(
         route_handlers=[v1, health, ready, metrics, openapi_json],
         exception_handlers={Exception: handle_exception},
+        plugins=list(OPENAPI_PLUGINS),
         before_request=strict_body,
         lifespan=[lifespan],
         request_max_body_size=res.settings.body_limit_bytes,

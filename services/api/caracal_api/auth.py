@@ -1,4 +1,4 @@
-"""The admin-token guard: bearer lookup, failed-auth limit, zone scope, capability, path params."""
+"""The admin-token guard: bearer lookup (cached), failed-auth limit, zone scope, capability, path params."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from urllib.parse import unquote
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
-from caracal.db.engine import reading
-from caracal.domain.admin_tokens import authenticate, touch_last_used
+from caracal.db.engine import transaction
+from caracal.domain.admin_tokens import touch_last_used
 from caracal.domain.context import Actor, Caller
 from caracal.errors import Forbidden, InvalidInput, RateLimited, Unauthorized
 from caracal.ids import is_valid_param
-from caracal_api.ratelimit import minute_key, over_limit
+from caracal.settings import Settings
+from caracal_api.ratelimit import Window, minute_key
 from caracal_api.resources import Resources
 
 MAX_TOKEN = 4096
@@ -22,11 +23,22 @@ ZONE_TOKEN_PATHS = ("/v1/policies/validate", "/v1/policy-templates")
 LAST_USED_DEBOUNCE_S = 60
 
 
-def client_ip(connection: ASGIConnection[Any, Any, Any, Any], trust_proxy: bool) -> str:
-    if trust_proxy:
-        forwarded = connection.headers.get("x-forwarded-for", "")
-        if forwarded.strip():
-            return forwarded.split(",")[0].strip()
+def forwarded_client(header: str, hops: int) -> str | None:
+    """The client as our `hops` trusted proxies saw it: each appends the peer it received from, so
+    the right-most entries are theirs and anything to the left of them is the client's own claim."""
+    entries = [part.strip() for part in header.split(",") if part.strip()]
+    return entries[-hops] if len(entries) >= hops else (entries[0] if entries else None)
+
+
+def client_ip(connection: ASGIConnection[Any, Any, Any, Any], settings: Settings | bool) -> str:
+    """The socket peer; behind TRUST_PROXY, the X-Forwarded-For entry TRUST_PROXY_HOPS from the right."""
+    trust, hops = (
+        (settings, 1) if isinstance(settings, bool) else (settings.trust_proxy, settings.trust_proxy_hops)
+    )
+    if trust:
+        found = forwarded_client(connection.headers.get("x-forwarded-for", ""), hops)
+        if found:
+            return found
     return connection.client.host if connection.client else "unknown"
 
 
@@ -40,36 +52,43 @@ def bearer_token(header: str | None) -> str | None:
 async def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     """Runs before every /v1 handler; leaves the Caller in connection.state.caller."""
     res: Resources = connection.app.state.resources
-    ip = client_ip(connection, res.settings.trust_proxy)
-    if await over_limit(res.redis, minute_key("api:v1_rl:ip", ip), res.settings.v1_rate_limit_per_min):
-        raise RateLimited("rate_limited", "too many requests from this address")
-    actor = await _authenticated(connection, res, ip)
+    actor = await _authenticated(connection, res)
     connection.state.caller = Caller(actor, connection.state.request_id)
     _check_scope(actor, connection, handler)
     _check_capability(actor, str(connection.scope.get("method", "GET")), handler)
     for value in connection.path_params.values():
         if not isinstance(value, str) or not is_valid_param(value):
             raise InvalidInput(handler.opt.get("param_error", "invalid_params"), "malformed path parameter")
-    if await over_limit(
-        res.redis, minute_key("api:v1_rl:actor", actor.id), res.settings.v1_rate_limit_per_min
-    ):
-        raise RateLimited("rate_limited", "too many requests with this token")
-    if _touch_due(res, actor.id):
-        res.spawn(_touch(res, actor.id))
+    await _count_request(connection, res, actor)
 
 
-async def _authenticated(connection: ASGIConnection[Any, Any, Any, Any], res: Resources, ip: str) -> Actor:
+async def _authenticated(connection: ASGIConnection[Any, Any, Any, Any], res: Resources) -> Actor:
     token = bearer_token(connection.headers.get("authorization"))
-    actor = None
-    if token is not None:
-        async with reading(res.engine) as conn:
-            actor = await authenticate(conn, token)
+    actor = await res.tokens.actor(token) if token is not None else None
     if actor is not None:
         return actor
-    limit = res.settings.auth_fail_limit_per_min
-    if await over_limit(res.redis, minute_key("api:admin_auth_fail", ip), limit):
+    ip = client_ip(connection, res.settings)
+    if await res.limits.over(minute_key("api:admin_auth_fail", ip), res.settings.auth_fail_limit_per_min):
         raise RateLimited("rate_limited", "too many failed authentications from this address")
     raise Unauthorized("invalid_admin_token", "missing, unknown or revoked admin token")
+
+
+async def _count_request(
+    connection: ASGIConnection[Any, Any, Any, Any], res: Resources, actor: Actor
+) -> None:
+    """Both /v1 windows (address and token) and the last-used debounce: one Redis round trip at most."""
+    limit = res.settings.v1_rate_limit_per_min
+    ip = client_ip(connection, res.settings)
+    windows = [
+        Window(minute_key("api:v1_rl:ip", ip), limit),
+        Window(minute_key("api:v1_rl:actor", actor.id), limit),
+    ]
+    touch = f"api:admin_token_touched:{actor.id}" if _touch_due(res, actor.id) else None
+    over, fresh = await res.limits.count(windows, touch)
+    if fresh:
+        res.spawn(_touch(res, actor.id))
+    if over:
+        raise RateLimited("rate_limited", "too many requests")
 
 
 def _check_scope(
@@ -106,8 +125,6 @@ def _touch_due(res: Resources, token_id: str) -> bool:
 
 
 async def _touch(res: Resources, token_id: str) -> None:
-    """last_used_at, at most once a minute per token (debounced in Redis)."""
-    fresh = await res.redis.set(f"api:admin_token_touched:{token_id}", "1", nx=True, ex=LAST_USED_DEBOUNCE_S)
-    if fresh:
-        async with res.engine.begin() as conn:
-            await touch_last_used(conn, token_id)
+    """last_used_at, at most once a minute per token across replicas."""
+    async with transaction(res.engine) as conn:
+        await touch_last_used(conn, token_id)

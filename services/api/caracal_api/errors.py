@@ -10,7 +10,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 
 from caracal.db.engine import translate_db_error
-from caracal.errors import CaracalError
+from caracal.errors import CaracalError, Overloaded
 
 log = logging.getLogger("caracal.api.errors")
 PROBLEM = "application/problem+json"
@@ -49,6 +49,10 @@ def _request_id(request: Request[Any, Any, Any]) -> str:
 
 
 def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    if isinstance(exc, Overloaded):
+        response = problem(exc.status, exc.code, exc.detail, **exc.extra)
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
     if isinstance(exc, CaracalError):
         return problem(exc.status, exc.code, exc.detail, **exc.extra)
     if isinstance(exc, HTTPException):

@@ -12,9 +12,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from caracal.db.engine import transaction
-from caracal.domain.audit import entity_of, record_audit
-from caracal.domain.context import Caller
+from caracal_api.audit_trail import request_row
 from caracal_api.metrics import HttpMetrics
 from caracal_api.resources import Resources
 
@@ -73,6 +71,7 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(asgi_scope, receive, send)
             return
+        self.resources.start()
         request_id = request_id_from(scope)
         scope.setdefault("state", {})["request_id"] = request_id
         is_v1 = scope["path"].startswith("/v1/")
@@ -98,26 +97,14 @@ class RequestContext:
                 template = str(scope.get("path_template", "unmatched"))
                 self.metrics.observe(scope["method"], template, status, time.perf_counter() - started)
                 _describe(span, scope["method"], template, status, request_id)
-                if is_v1 and (scope["method"] in MUTATIONS or status >= 400):
-                    self.resources.spawn(self._audit(scope, status))
+                if is_v1 and _needs_queued_audit(scope, status):
+                    self.resources.audit.offer(request_row(scope, status))
 
-    async def _audit(self, scope: dict[str, Any], status: int) -> None:
-        state: dict[str, Any] = scope.get("state", {})
-        caller = state.get("caller") or Caller(None, state.get("request_id"))
-        query = scope.get("query_string", b"").decode("latin-1")
-        # the URL as sent (still percent-encoded, like the original's req.url): a decoded %00 cannot be stored
-        path = bytes(scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
-        url = path + (f"?{query}" if query else "")
-        zone_id, entity_type, entity_id = entity_of(path)
-        async with transaction(self.resources.engine) as conn:
-            await record_audit(
-                conn,
-                caller,
-                action=f"{scope['method']} {url}",
-                method=scope["method"],
-                path=url,
-                status_code=status,
-                zone_id=zone_id,
-                entity_type=entity_type,
-                entity_id=entity_id,
-            )
+
+def _needs_queued_audit(scope: dict[str, Any], status: int) -> bool:
+    """Failures of authenticated callers, and a mutation that did not audit in its transaction.
+    Nobody authenticated, nothing written: a flood of bad tokens or unknown paths costs no rows."""
+    state: dict[str, Any] = scope.get("state", {})
+    if state.get("caller") is None or state.get("audited"):
+        return False
+    return status >= 400 or scope["method"] in MUTATIONS

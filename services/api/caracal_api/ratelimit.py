@@ -1,33 +1,111 @@
-"""Fixed one-minute windows in Redis (the contract's keys); a Redis outage does not block requests."""
+"""Redis on the request path: fixed one-minute windows (the contract's keys) behind a circuit breaker.
+
+A request makes at most one Redis round trip, with tens-of-milliseconds timeouts and no retries; when
+Redis fails or hangs, requests go on without limits (fail open) and, once the breaker opens, without
+even trying until it lets one probe through.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 log = logging.getLogger("caracal.ratelimit")
 WINDOW_TTL = 90
+BREAKER_FAILURES = 3
+BREAKER_OPEN_S = 5.0
 
 
 def minute_key(prefix: str, subject: str) -> str:
     return f"{prefix}:{subject}:{int(time.time() // 60)}"
 
 
-async def count_hit(redis: Redis, key: str) -> int:
-    """Increment a window's counter; 0 when Redis does not answer (fail open, logged)."""
-    try:
-        async with redis.pipeline(transaction=False) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, WINDOW_TTL)  # the key names its minute, so extending the TTL is harmless
-            hits, _ = await pipe.execute()
-        return int(hits)
-    except (RedisError, OSError) as exc:
-        log.warning("rate limit not counted, Redis unavailable: %r", exc)
-        return 0
+def request_redis(url: str, timeout_ms: int) -> Redis:
+    """A client for the request path only: short timeouts, no retries."""
+    timeout = timeout_ms / 1000
+    return Redis.from_url(
+        url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
+    )
 
 
-async def over_limit(redis: Redis, key: str, limit: int) -> bool:
-    return limit > 0 and await count_hit(redis, key) > limit
+class CircuitBreaker:
+    """Opens after BREAKER_FAILURES failures in a row; after BREAKER_OPEN_S one call probes again."""
+
+    def __init__(self, failures: int = BREAKER_FAILURES, open_s: float = BREAKER_OPEN_S) -> None:
+        self.failures_to_open = failures
+        self.open_s = open_s
+        self.failures = 0
+        self.open_until = 0.0
+
+    def allows(self) -> bool:
+        now = time.monotonic()
+        if self.failures < self.failures_to_open:
+            return True
+        if now >= self.open_until:
+            self.open_until = now + self.open_s  # this call is the probe; the others wait for it
+            return True
+        return False
+
+    def succeeded(self) -> None:
+        self.failures = 0
+
+    def failed(self) -> None:
+        self.failures += 1
+        if self.failures >= self.failures_to_open:
+            self.open_until = time.monotonic() + self.open_s
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """One counter: its key and the limit it must stay within (0 = no limit)."""
+
+    key: str
+    limit: int
+
+
+class RequestLimits:
+    """Counts windows (and the last-used debounce) in one pipeline; fails open."""
+
+    def __init__(self, redis: Redis, breaker: CircuitBreaker | None = None) -> None:
+        self.redis = redis
+        self.breaker = breaker or CircuitBreaker()
+
+    async def count(self, windows: Sequence[Window], touch_key: str | None = None) -> tuple[bool, bool]:
+        """(whether a window is over its limit, whether `touch_key` was newly set) in one round trip."""
+        counted = [w for w in windows if w.limit > 0]
+        if not counted and touch_key is None:
+            return False, False
+        if not self.breaker.allows():
+            return False, False
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for window in counted:
+                    pipe.incr(window.key)
+                    pipe.expire(window.key, WINDOW_TTL)  # the key names its minute: extending is harmless
+                if touch_key is not None:
+                    pipe.set(touch_key, "1", nx=True, ex=60)
+                replies = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self.breaker.failed()
+            log.warning("request limits not counted, Redis unavailable: %r", exc)
+            return False, False
+        self.breaker.succeeded()
+        over = any(int(replies[2 * i]) > w.limit for i, w in enumerate(counted))
+        return over, bool(touch_key is not None and replies[-1])
+
+    async def over(self, key: str, limit: int) -> bool:
+        over, _ = await self.count([Window(key, limit)])
+        return over
+
+
+async def over_limit(redis: Redis | RequestLimits, key: str, limit: int) -> bool:
+    """One window; given a plain client, counted without the breaker (for callers off the hot path)."""
+    limits = redis if isinstance(redis, RequestLimits) else RequestLimits(redis)
+    return await limits.over(key, limit)

@@ -1,37 +1,108 @@
-"""What every request needs: settings, the database engine and the Redis client."""
+"""What every request of one API worker needs: settings, the engine, Redis clients, caches, queues."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from caracal.db.engine import transaction
+from caracal.db.engine import AFTER_COMMIT, read_retried, transaction
+from caracal.domain.audit import insert_audit_rows
 from caracal.outbox import WAKE_CHANNEL
 from caracal.settings import Settings
+from caracal_api.audit_trail import AuditQueue, request_row
+from caracal_api.ratelimit import RequestLimits, request_redis
+from caracal_api.token_cache import TokenCache, announce, listen_for_invalidations
 
 log = logging.getLogger("caracal.api")
+R = TypeVar("R")
+
+
+class WakeHint:
+    """Tells the dispatcher to look, after commits; at most one PUBLISH in flight per process."""
+
+    def __init__(self, limits: RequestLimits) -> None:
+        self.limits = limits
+        self.task: asyncio.Task[None] | None = None
+        self.again = False
+
+    def nudge(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.again = True  # the publish in flight may have been read before this commit
+            return
+        self.task = asyncio.create_task(self._publish())
+
+    async def _publish(self) -> None:
+        while True:
+            self.again = False
+            if self.limits.breaker.allows():
+                try:
+                    await self.limits.redis.publish(WAKE_CHANNEL, "1")
+                    self.limits.breaker.succeeded()
+                except (RedisError, OSError) as exc:
+                    self.limits.breaker.failed()
+                    log.debug("wake-up hint not sent: %r", exc)
+            if not self.again:
+                return
 
 
 @dataclass
 class Resources:
     settings: Settings
     engine: AsyncEngine
-    redis: Redis
+    redis: Redis  # for work off the request path (readiness, metrics, pub/sub)
+    limits: RequestLimits = field(init=False)
+    tokens: TokenCache = field(init=False)
+    audit: AuditQueue = field(init=False)
+    wake: WakeHint = field(init=False)
     draining: bool = False
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     touched: dict[str, float] = field(default_factory=dict)  # token id -> when this process last touched it
+    listener: asyncio.Task[None] | None = None
+
+    def __post_init__(self) -> None:
+        _, redis_url = self.settings.require_servers()
+        self.limits = RequestLimits(request_redis(redis_url, self.settings.redis_request_timeout_ms))
+        self.tokens = TokenCache(self.engine, self.settings.auth_cache_ttl_ms / 1000)
+        self.audit = AuditQueue(self.engine)
+        self.wake = WakeHint(self.limits)
+
+    def start(self) -> None:
+        """Background work of this worker (idempotent: the first request starts it if lifespan did not)."""
+        self.audit.start()
+        if self.listener is None:
+            self.listener = asyncio.create_task(
+                listen_for_invalidations(self.redis, self.tokens), name="token-invalidations"
+            )
+
+    async def stop(self) -> None:
+        """Stop background work; every failure is logged, none hides another."""
+        if self.listener is not None:
+            self.listener.cancel()
+        await self.audit.stop()
+        tasks = [t for t in (self.listener, self.wake.task, *self.background) if t is not None]
+        for task, result in zip(tasks, await asyncio.gather(*tasks, return_exceptions=True), strict=True):
+            if isinstance(result, Exception):
+                log.warning("background task %s failed", task.get_name(), exc_info=result)
+        await self.limits.redis.aclose()
+
+    async def settled(self) -> None:
+        """Until the work started after responses so far is done (tests wait on this)."""
+        await self.audit.flush()
+        while self.background or (self.wake.task is not None and not self.wake.task.done()):
+            await asyncio.gather(*self.background, *[t for t in (self.wake.task,) if t is not None])
 
     def spawn(self, work: Coroutine[Any, Any, Any]) -> None:
-        """Fire-and-forget work after a response (audit rows, last_used_at, wake-up hints)."""
+        """Fire-and-forget work after a response (last_used_at, broadcasts)."""
         task = asyncio.create_task(work)
         self.background.add(task)
         task.add_done_callback(self._finished)
@@ -39,21 +110,32 @@ class Resources:
     def _finished(self, task: asyncio.Task[Any]) -> None:
         self.background.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.warning("background work failed: %r", task.exception())
+            log.warning("background work failed", exc_info=task.exception())
+
+    async def read(self, query: Callable[[AsyncConnection], Awaitable[R]]) -> R:
+        """An idempotent read in autocommit on one connection, retried once on a broken connection."""
+        return await read_retried(self.engine, query)
 
     @asynccontextmanager
     async def writing(self, request: Any) -> AsyncIterator[AsyncConnection]:
-        """A write transaction; once it has committed, the dispatcher is told to look (best effort,
-        outside the transaction: the poll is the fallback)."""
-        async with transaction(self.engine) as conn:
-            yield conn
-        self.spawn(self._publish_wake())
+        """The request's write transaction: its state, outbox rows and audit row commit together.
 
-    async def _publish_wake(self) -> None:
-        try:
-            await self.redis.publish(WAKE_CHANNEL, "1")
-        except Exception as exc:
-            log.debug("wake-up hint not sent: %r", exc)
+        After the commit: cache invalidations the domain asked for go to every worker, and the
+        dispatcher is told to look (best effort, outside the transaction: the poll is the fallback).
+        """
+        notes: list[str] = []
+        async with transaction(self.engine) as conn:
+            conn.info[AFTER_COMMIT] = notes
+            try:
+                yield conn
+                await insert_audit_rows(conn, [request_row(request.scope, request.route_handler.status_code)])
+            finally:
+                conn.info.pop(AFTER_COMMIT, None)
+        request.scope["state"]["audited"] = True
+        for message in notes:
+            self.tokens.forget(message)
+            self.spawn(announce(self.redis, message))
+        self.wake.nudge()
 
 
 def provide_resources(state: State) -> Resources:

@@ -1,26 +1,59 @@
-"""What list and mutation routes share: paging from the query, the Link header, the caller."""
+"""What list and mutation routes share: the page query, the Link header, the caller, query errors."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode
 
 from litestar import Request, Response
+from litestar.datastructures import ResponseHeader
+from litestar.di import Provide
+from litestar.exceptions import ValidationException
+from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from caracal.db.engine import reading
-from caracal.db.paging import Listing, Page, parse_page
+from caracal.db.paging import Listing, Page, decode_cursor
 from caracal.domain.context import Caller
+from caracal.domain.wire import NO_NUL, Text
+from caracal_api.errors import handle_exception, problem
+
+T = TypeVar("T")
+PAGE_DEFAULT, PAGE_MAX = 200, 500
+Limit = Annotated[int, Parameter(ge=1, le=PAGE_MAX, description=f"Page size (default {PAGE_DEFAULT})")]
+Cursor = Annotated[
+    str,
+    Parameter(
+        min_length=1,
+        max_length=512,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="The `cursor` of the previous page's Link header",
+    ),
+]
+# The one text type in a query: msgspec checks it, the Parameter shows the same rule in /openapi.json.
+QueryText = Annotated[Text, Parameter(pattern=NO_NUL)]
+# A full page carries the next page's URL; a short one does not.
+LINK = ResponseHeader(
+    name="link", description='`<next page URL>; rel="next"`', required=False, documentation_only=True
+)
 
 
-def page_of(request: Request[Any, Any, Any], *, default: int = 200, maximum: int = 500) -> Page:
-    return parse_page(
-        request.query_params.get("limit"),
-        request.query_params.get("cursor"),
-        default=default,
-        maximum=maximum,
-    )
+def provide_page(limit: Limit | None = None, cursor: Cursor | None = None) -> Page:
+    """The page a list route reads, from `limit` and `cursor` (declared, so /openapi.json shows them)."""
+    return Page(limit or PAGE_DEFAULT, decode_cursor(cursor) if cursor is not None else None)
+
+
+PAGE = {"page": Provide(provide_page, sync_to_thread=False)}
+
+
+def invalid_request(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    """A query parameter that fails its declared type is `invalid_query`; bodies keep the route's code."""
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    if any(isinstance(item, dict) and item.get("source") == "query" for item in extra):
+        messages = [str(item.get("message", "invalid")) for item in extra if isinstance(item, dict)]
+        return problem(400, "invalid_query", "; ".join(messages) or "invalid query parameter")
+    return handle_exception(request, exc)
 
 
 def caller_of(request: Request[Any, Any, Any]) -> Caller:
@@ -45,20 +78,19 @@ def next_link(request: Request[Any, Any, Any], cursor: str, limit: int) -> str:
 async def listed(
     request: Request[Any, Any, Any],
     engine: AsyncEngine,
-    fetch: Callable[[AsyncConnection, Page], Awaitable[Listing]],
-) -> Response[list[dict[str, Any]]]:
-    """A standard list route: page from the query, one read, the bare array and its Link header."""
-    page = page_of(request)
+    page: Page,
+    fetch: Callable[[AsyncConnection, Page], Awaitable[Listing[T]]],
+) -> Response[list[T]]:
+    """A standard list route: one read, the bare array and its Link header."""
     async with reading(engine) as conn:
         result = await fetch(conn, page)
     return list_response(request, page, result)
 
 
-def list_response(
-    request: Request[Any, Any, Any], page: Page, result: Listing
-) -> Response[list[dict[str, Any]]]:
+def list_response(request: Request[Any, Any, Any], page: Page, result: Listing[T]) -> Response[list[T]]:
     """A bare JSON array; a full page carries `link: <…>; rel="next"`."""
     headers = {}
     if result.next_cursor is not None:
         headers["link"] = next_link(request, result.next_cursor, page.limit)
     return Response(result.items, headers=headers)
+

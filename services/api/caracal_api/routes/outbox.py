@@ -4,19 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.di import Provide
 from litestar.params import FromPath, JSONBody
 
 from caracal.db.engine import reading
+from caracal.db.paging import Page
 from caracal.domain import dead_letters
+from caracal.domain.dead_letters import OutboxEvent, RequeueDead, RequeueResult
+from caracal_api.openapi import problems
 from caracal_api.resources import ResourcesDep, provide_resources
-from caracal_api.routes.common import caller_of, listed
-
-
-class RequeueDead(msgspec.Struct, forbid_unknown_fields=True):
-    stream: str | None = None
+from caracal_api.routes.common import LINK, PAGE, QueryText, caller_of, listed
 
 
 class OutboxController(Controller):
@@ -24,13 +22,17 @@ class OutboxController(Controller):
     tags = ["outbox"]
     dependencies = {"res": Provide(provide_resources, sync_to_thread=False)}
 
-    @get("/dead", summary="Dead-lettered events, newest first (optional ?stream=)")
+    @get(
+        "/dead",
+        dependencies=PAGE,
+        response_headers=[LINK],
+        summary="Dead-lettered events, newest first (optional ?stream=)",
+    )
     async def list_dead(
-        self, request: Request[Any, Any, Any], res: ResourcesDep
-    ) -> Response[list[dict[str, Any]]]:
-        stream = request.query_params.get("stream")
+        self, request: Request[Any, Any, Any], res: ResourcesDep, page: Page, stream: QueryText | None = None
+    ) -> Response[list[OutboxEvent]]:
         return await listed(
-            request, res.engine, lambda conn, page: dead_letters.list_dead(conn, page, stream)
+            request, res.engine, page, lambda conn, page: dead_letters.list_dead(conn, page, stream)
         )
 
     @post(
@@ -41,19 +43,24 @@ class OutboxController(Controller):
     )
     async def requeue_all(
         self, request: Request[Any, Any, Any], res: ResourcesDep, data: JSONBody[RequeueDead | None] = None
-    ) -> dict[str, int]:
+    ) -> RequeueResult:
         async with res.writing(request) as conn:
             count = await dead_letters.requeue_dead(conn, caller_of(request), data.stream if data else None)
-        return {"requeued": count}
+        return RequeueResult(requeued=count)
 
     @get("/{event_id:str}", summary="One outbox event and its delivery state")
-    async def get_event(self, event_id: FromPath[str], res: ResourcesDep) -> dict[str, Any]:
+    async def get_event(self, event_id: FromPath[str], res: ResourcesDep) -> OutboxEvent:
         async with reading(res.engine) as conn:
             return await dead_letters.get_outbox_event(conn, event_id)
 
-    @post("/{event_id:str}/requeue", status_code=200, summary="Requeue one dead event")
+    @post(
+        "/{event_id:str}/requeue",
+        status_code=200,
+        responses=problems(409),
+        summary="Requeue one dead event",
+    )
     async def requeue(
         self, request: Request[Any, Any, Any], event_id: FromPath[str], res: ResourcesDep
-    ) -> dict[str, Any]:
+    ) -> OutboxEvent:
         async with res.writing(request) as conn:
             return await dead_letters.requeue(conn, event_id, caller_of(request))

@@ -9,10 +9,12 @@ from litestar.di import Provide
 from litestar.params import FromPath, JSONBody
 
 from caracal.db.engine import reading
+from caracal.db.paging import Page
 from caracal.domain import zones
-from caracal.domain.zones import ZoneCreate, ZoneUpdate
+from caracal.domain.zones import Zone, ZoneCreate, ZoneDcrStatus, ZoneUpdate
+from caracal_api.openapi import problems
 from caracal_api.resources import ResourcesDep, provide_resources
-from caracal_api.routes.common import caller_of, listed
+from caracal_api.routes.common import LINK, PAGE, caller_of, listed
 
 BODY = {"body_error": "invalid_zone"}
 
@@ -22,37 +24,52 @@ class ZoneController(Controller):
     tags = ["zones"]
     dependencies = {"res": Provide(provide_resources, sync_to_thread=False)}
 
-    @get("/", summary="List zones (newest first; Link header for the next page)")
+    @get(
+        "/",
+        dependencies=PAGE,
+        response_headers=[LINK],
+        summary="List zones (newest first; Link header for the next page)",
+    )
     async def list_zones(
-        self, request: Request[Any, Any, Any], res: ResourcesDep
-    ) -> Response[list[dict[str, Any]]]:
-        return await listed(request, res.engine, zones.list_zones)
+        self, request: Request[Any, Any, Any], res: ResourcesDep, page: Page
+    ) -> Response[list[Zone]]:
+        return await listed(request, res.engine, page, zones.list_zones)
 
-    @post("/", opt=BODY, summary="Create a zone (slug generated from the name when absent)")
+    @post(
+        "/",
+        opt=BODY,
+        responses=problems(409),
+        summary="Create a zone (slug generated from the name when absent)",
+    )
     async def create_zone(
         self, request: Request[Any, Any, Any], res: ResourcesDep, data: JSONBody[ZoneCreate]
-    ) -> dict[str, Any]:
+    ) -> Zone:
         async with res.writing(request) as conn:
             return await zones.create_zone(conn, res.settings.kek, data, caller_of(request))
 
     @get("/{zone_id:str}", summary="Get a zone")
-    async def get_zone(self, zone_id: FromPath[str], res: ResourcesDep) -> dict[str, Any]:
+    async def get_zone(self, zone_id: FromPath[str], res: ResourcesDep) -> Zone:
         async with reading(res.engine) as conn:
             return await zones.get_zone(conn, zone_id)
 
     @get("/{zone_id:str}/dcr-status", summary="DCR switch and live DCR applications of a zone")
-    async def dcr_status(self, zone_id: FromPath[str], res: ResourcesDep) -> dict[str, Any]:
+    async def dcr_status(self, zone_id: FromPath[str], res: ResourcesDep) -> ZoneDcrStatus:
         async with reading(res.engine) as conn:
             return await zones.dcr_status(conn, zone_id)
 
-    @patch("/{zone_id:str}", opt=BODY, summary="Update a zone; dcr_enabled=false may shut DCR down")
+    @patch(
+        "/{zone_id:str}",
+        opt=BODY,
+        responses=problems(409),
+        summary="Update a zone; dcr_enabled=false may shut DCR down",
+    )
     async def update_zone(
         self,
         request: Request[Any, Any, Any],
         zone_id: FromPath[str],
         res: ResourcesDep,
         data: JSONBody[ZoneUpdate],
-    ) -> dict[str, Any]:
+    ) -> Zone:
         async with res.writing(request) as conn:
             return await zones.update_zone(conn, zone_id, data, caller_of(request))
 
