@@ -35,6 +35,7 @@ test: lint typecheck
 	@$(BIN)/pytest -q
 
 bench: $(STAMP)
+	@command -v wrk >/dev/null 2>&1 || echo "==> wrk not found: the api benchmark needs it (apt-get install -y wrk)"
 	@$(BIN)/python -m bench
 
 clean:
