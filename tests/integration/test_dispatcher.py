@@ -235,7 +235,7 @@ async def test_full_batch_is_followed_at_once_by_the_next(
 ) -> None:
     """A full batch asks for no wait; the poll interval applies only once the outbox is drained."""
     ids = await publish(engine, STREAM, [{"zone_id": "z", "n": i} for i in range(12)])
-    dispatcher = make_dispatcher(outbox_batch=5)
+    dispatcher = make_dispatcher(outbox_batch=5, outbox_batch_max=5)
     dispatcher.drain_budget_s = 0.0  # one batch per iteration, so each iteration's answer shows
     delays = []
     for _ in range(3):
@@ -253,6 +253,92 @@ async def test_one_iteration_drains_full_batches_back_to_back(
     assert await dispatcher.iteration() == settings.outbox_poll_ms / 1000
     assert await stream_ids(redis, STREAM) == ids
     assert await pending_ids(engine) == set()
+
+
+async def entries_per_iteration(dispatcher: Dispatcher, redis: Redis, stream: str, rounds: int) -> list[int]:
+    """How many entries each of `rounds` iterations added to the stream."""
+    added = []
+    for _ in range(rounds):
+        before = await redis.xlen(stream)
+        await dispatcher.iteration()
+        added.append(await redis.xlen(stream) - before)
+    return added
+
+
+async def test_batch_doubles_on_a_backlog_up_to_its_cap_and_starts_small_after_a_short_one(
+    make_dispatcher: MakeDispatcher, engine: AsyncEngine, redis: Redis
+) -> None:
+    """Full batches double the next one up to the cap; the short batch that ends the backlog resets it."""
+    ids = await publish(engine, STREAM, [{"zone_id": "z", "n": i} for i in range(200)])
+    dispatcher = make_dispatcher(outbox_batch=4, outbox_batch_max=32)
+    dispatcher.drain_budget_s = 0.0  # one batch per iteration, so each batch's size shows
+    assert await entries_per_iteration(dispatcher, redis, STREAM, 10) == [4, 8, 16, 32, 32, 32, 32, 32, 12, 0]
+    assert await stream_ids(redis, STREAM) == ids
+    later = await publish(engine, STREAM, [{"zone_id": "z", "n": i} for i in range(20)])
+    assert await entries_per_iteration(dispatcher, redis, STREAM, 3) == [4, 8, 8]
+    assert await stream_ids(redis, STREAM) == [*ids, *later]
+    assert await pending_ids(engine) == set()
+
+
+async def test_batch_starts_small_again_once_the_outbox_is_idle(
+    make_dispatcher: MakeDispatcher, engine: AsyncEngine, redis: Redis
+) -> None:
+    """A backlog that ends on a full batch leaves a grown size; an idle poll takes it back to the start."""
+    await publish(engine, STREAM, [{"zone_id": "z", "n": i} for i in range(4 + 8 + 16)])
+    dispatcher = make_dispatcher(outbox_batch=4, outbox_batch_max=1024)
+    dispatcher.drain_budget_s = 0.0
+    assert await entries_per_iteration(dispatcher, redis, STREAM, 4) == [4, 8, 16, 0]
+    await publish(engine, STREAM, [{"zone_id": "z", "n": i} for i in range(100)])
+    assert await entries_per_iteration(dispatcher, redis, STREAM, 2) == [4, 8]
+
+
+async def test_cap_below_the_start_size_keeps_batches_at_the_start_size(
+    make_dispatcher: MakeDispatcher, engine: AsyncEngine, redis: Redis
+) -> None:
+    """CARACAL_OUTBOX_BATCH_MAX at or below CARACAL_OUTBOX_BATCH turns growth off."""
+    await publish(engine, STREAM, [{"zone_id": "z", "n": i} for i in range(30)])
+    dispatcher = make_dispatcher(outbox_batch=6, outbox_batch_max=2)
+    dispatcher.drain_budget_s = 0.0
+    assert await entries_per_iteration(dispatcher, redis, STREAM, 6) == [6, 6, 6, 6, 6, 0]
+
+
+async def test_growing_batches_keep_each_streams_transaction_order(
+    make_dispatcher: MakeDispatcher, engine: AsyncEngine, redis: Redis
+) -> None:
+    """Many transactions over two streams, drained with growing batches: each stream in (txid, seq) order."""
+    expected: dict[str, list[str]] = {STREAM: [], OTHER: []}
+    for tx in range(60):
+        async with engine.begin() as conn:
+            for n in range(tx % 7 + 1):
+                stream = (STREAM, OTHER)[(tx + n) % 2]
+                expected[stream].append(await record_event(conn, stream, {"zone_id": "z", "n": n}))
+    dispatcher = make_dispatcher(outbox_batch=2, outbox_batch_max=16)
+    await dispatcher.iteration()
+    assert await pending_ids(engine) == set()
+    for stream, ids in expected.items():
+        assert await stream_ids(redis, stream) == ids
+        async with engine.connect() as conn:
+            query = text("SELECT id FROM event_outbox WHERE stream_name = :s ORDER BY txid, seq")
+            assert (await conn.execute(query, {"s": stream})).scalars().all() == ids
+
+
+async def test_rows_sent_again_inside_a_grown_batch_add_no_duplicates(
+    make_dispatcher: MakeDispatcher, engine: AsyncEngine, redis: Redis
+) -> None:
+    """Published rows read again as part of a larger batch are skipped by the high-water mark."""
+    ids = await publish(engine, STREAM, [{"zone_id": "z", "n": i} for i in range(120)])
+    dispatcher = make_dispatcher(outbox_batch=4, outbox_batch_max=64)
+    dispatcher.drain_budget_s = 0.0
+    assert await entries_per_iteration(dispatcher, redis, STREAM, 4) == [4, 8, 16, 32]
+    async with engine.begin() as conn:  # as if the marks of everything sent so far were lost
+        await conn.execute(
+            text("UPDATE event_outbox SET dispatched_at = NULL WHERE id = ANY(:ids)"), {"ids": ids[:60]}
+        )
+    assert await entries_per_iteration(dispatcher, redis, STREAM, 3) == [4, 56, 0]
+    assert await stream_ids(redis, STREAM) == ids
+    assert await pending_ids(engine) == set()
+    stats = await redis.hgetall(stats_key(STREAM))
+    assert int(stats[b"duplicates_skipped"]) == 60
 
 
 async def test_stream_is_trimmed_to_about_its_maxlen(

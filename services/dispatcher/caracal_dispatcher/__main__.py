@@ -60,10 +60,11 @@ async def run(settings: Settings) -> None:
     wake = asyncio.Event()
     listener = asyncio.create_task(listen_for_wakeups(wake_redis, wake, stop))
     log.info(
-        "dispatcher %s: polling every %d ms, batches of %d",
+        "dispatcher %s: polling every %d ms, batches of %d growing to %d while they come back full",
         settings.worker_id,
         settings.outbox_poll_ms,
         settings.outbox_batch,
+        dispatcher.batches.cap,
     )
     try:
         if not await schema_ready(settings, stop):

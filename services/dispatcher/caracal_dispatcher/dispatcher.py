@@ -7,7 +7,7 @@ import logging
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -91,6 +91,39 @@ def retry_delay(attempts: int) -> float:
     return base * (1 - 0.3 * random.random())
 
 
+@dataclass(slots=True)
+class AdaptiveBatch:
+    """Each stream's batch size: doubles while batches come back full, up to `cap`; a short batch
+    (or an idle stream) goes back to `start`, so a lone event is still read and sent at once."""
+
+    start: int
+    cap: int
+    sizes: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.cap = max(self.cap, self.start)  # a cap below the start size means: never grow
+
+    def size(self, stream: str) -> int:
+        return self.sizes.get(stream, self.start)
+
+    def after(self, stream: str, size: int, full: bool) -> int:
+        """Record how a batch read with limit `size` came back; returns the next batch's limit."""
+        if not full:
+            self.reset(stream)
+            return self.start
+        grown = min(size * 2, self.cap)
+        self.sizes[stream] = grown
+        return grown
+
+    def reset(self, stream: str) -> None:
+        self.sizes.pop(stream, None)
+
+    def keep_only(self, streams: set[str]) -> None:
+        """Streams with nothing pending (or no longer held) start small again."""
+        for stream in self.sizes.keys() - streams:
+            del self.sizes[stream]
+
+
 @dataclass(frozen=True, slots=True)
 class StreamOutcome:
     full: bool = False
@@ -112,6 +145,7 @@ class Dispatcher:
         self.publisher = publisher
         self.leases = leases
         self.drain_budget_s = DRAIN_BUDGET_S
+        self.batches = AdaptiveBatch(settings.outbox_batch, settings.outbox_batch_max)
 
     async def iteration(self) -> float:
         """Drain each held stream in turn; returns how long to wait before the next iteration."""
@@ -121,6 +155,7 @@ class Dispatcher:
         streams = [row["name"] for row in await conn.fetch(PENDING_STREAMS)]
         for stream in await self.leases.claim(streams):
             await self.reconcile(stream)
+        self.batches.keep_only(set(streams) & self.leases.held)
         delay = self.settings.outbox_poll_ms / 1000
         for stream in streams:
             if stream not in self.leases.held:
@@ -154,28 +189,33 @@ class Dispatcher:
 
         While batch k goes to Redis, one statement marks batch k-1 delivered and reads batch k+1
         (by keyset after k), so Postgres and Redis work at the same time. A crash leaves at most two
-        batches published but unmarked, which the high-water mark keeps out of the stream.
+        batches published but unmarked, which the high-water mark keeps out of the stream. Batch k+1
+        is read with the size that batch k's fullness chose (see AdaptiveBatch).
         """
-        batch = self.settings.outbox_batch
+        size = self.batches.size(stream)
         conn = await self.leases.connection()
-        rows = await conn.fetch(NEXT_BATCH, stream, batch)
+        rows = await conn.fetch(NEXT_BATCH, stream, size)
         published: list[str] = []
         outcome = StreamOutcome()
         deadline = time.monotonic() + self.drain_budget_s
         while rows:
             if rows[0]["wait_s"] > 0:
+                self.batches.reset(stream)
                 outcome = StreamOutcome(retry_in=float(rows[0]["wait_s"]))
                 break
-            more = len(rows) == batch and time.monotonic() < deadline
+            full = len(rows) == size
+            size = self.batches.after(stream, size, full)
+            more = full and time.monotonic() < deadline
             events = [_event(row) for row in rows]
             failure, following = await self._send_and_read(
-                conn, stream, rows, events, published=published, more=more
+                conn, stream, rows, events, published=published, limit=size if more else 0
             )
             if failure is not None:
+                self.batches.reset(stream)
                 return await self._failed(stream, rows, [event.id for event in events], failure)
             published = [event.id for event in events]
             if not more:
-                outcome = StreamOutcome(full=len(rows) == batch)
+                outcome = StreamOutcome(full=full)
                 break
             rows = following
         if published:
@@ -190,14 +230,13 @@ class Dispatcher:
         events: list[PendingEvent],
         *,
         published: list[str],
-        more: bool,
+        limit: int,
     ) -> tuple[Exception | None, list[Any]]:
-        """Publish `events` while marking `published` and reading the next batch (none if not `more`).
+        """Publish `events` while marking `published` and reading up to `limit` rows of the next batch.
 
         Returns the Redis failure, if publishing failed, and the next batch.
         """
         last = events[-1]
-        limit = self.settings.outbox_batch if more else 0
         results: tuple[Any, ...] = await asyncio.gather(
             self.publisher.publish(stream, events, int(rows[0]["age_ms"])),
             conn.fetch(
