@@ -15,9 +15,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-log = logging.getLogger("caracal.migrate")
+from caracal.db.locks import MIGRATION_LOCK_KEY
 
-MIGRATION_LOCK_KEY = 7163920485318400
+log = logging.getLogger("caracal.migrate")
 
 
 def migrations_dir() -> Path:

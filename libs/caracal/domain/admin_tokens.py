@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from caracal.crypto import digests_equal, new_admin_token, token_digest
 from caracal.db.engine import after_commit
+from caracal.db.locks import BOOTSTRAP_LOCK_KEY
 from caracal.db.paging import Listing, Page, listing, paged
 from caracal.db.tables.admin_tokens import admin_tokens
 from caracal.db.tables.zones import zones
@@ -26,7 +27,6 @@ log = logging.getLogger("caracal.admin_tokens")
 
 ENV_BOOTSTRAP = "env-bootstrap"
 LOCAL_BOOTSTRAP = "local-bootstrap"
-_BOOTSTRAP_LOCK = 7163920485318410
 
 
 Scope = Literal["global", "zone"]
@@ -233,7 +233,7 @@ async def seed_env_token(conn: AsyncConnection, token: str) -> None:
     Earlier env tokens are revoked. A token an operator revoked stays revoked: it is not revived.
     """
     digest = token_digest(token)
-    await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _BOOTSTRAP_LOCK})
+    await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": BOOTSTRAP_LOCK_KEY})
     known = (
         await conn.execute(
             select(admin_tokens.c.id, admin_tokens.c.revoked_at).where(admin_tokens.c.token_sha256 == digest)
@@ -270,7 +270,7 @@ async def seed_env_token(conn: AsyncConnection, token: str) -> None:
 
 async def bootstrap_local_token(conn: AsyncConnection, caller: Caller) -> AdminTokenCreated:
     """Mint the first global token, once: afterwards 409 bootstrap_already_done."""
-    await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _BOOTSTRAP_LOCK})
+    await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": BOOTSTRAP_LOCK_KEY})
     usable = (
         await conn.execute(
             select(admin_tokens.c.id)

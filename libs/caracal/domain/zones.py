@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from caracal.crypto import new_wrapped_dek
 from caracal.db.engine import after_commit, unique_violation_constraint
+from caracal.db.locks import ZONE_SLUG_PREFIX
 from caracal.db.paging import Listing, Page, listing, paged
 from caracal.db.tables.zones import ZONES_SLUG_KEY, zones
 from caracal.domain.audit import record_audit
@@ -157,7 +158,7 @@ async def create_zone(
     if not isinstance(data.slug, str):
         # creators of one base slug take turns (until commit), so none exhausts its attempts
         await conn.execute(
-            text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"zones.slug:{base}"}
+            text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": ZONE_SLUG_PREFIX + base}
         )
     for _attempt in range(3):
         slug = data.slug if isinstance(data.slug, str) else first_free(base, await _taken_slugs(conn, base))

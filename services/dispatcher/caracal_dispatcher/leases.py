@@ -9,11 +9,12 @@ import time
 import asyncpg
 
 from caracal.db.engine import plain_url
+from caracal.db.locks import STREAM_LEASE_PREFIX
 
 log = logging.getLogger("caracal.dispatcher.leases")
 
 PING_EVERY_S = 1.0
-_TRY_LOCK = "SELECT pg_try_advisory_lock(hashtextextended('caracal.outbox:' || $1, 0))"
+_TRY_LOCK = f"SELECT pg_try_advisory_lock(hashtextextended('{STREAM_LEASE_PREFIX}' || $1, 0))"
 
 
 class StreamLeases:

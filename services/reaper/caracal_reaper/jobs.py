@@ -8,12 +8,12 @@ import time
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from caracal.db.locks import OUTBOX_PRUNE_LOCK_KEY
 from caracal.outbox import prune_delivered
 from caracal.settings import Settings
 
 log = logging.getLogger("caracal.reaper")
 
-OUTBOX_PRUNE_LOCK = 7163920485318490
 PRUNE_BUDGET_S = 5.0
 
 
@@ -24,7 +24,7 @@ async def prune_outbox(engine: AsyncEngine, settings: Settings) -> int:
     while time.monotonic() < deadline:
         async with engine.begin() as conn:
             if not (
-                await conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": OUTBOX_PRUNE_LOCK})
+                await conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": OUTBOX_PRUNE_LOCK_KEY})
             ).scalar():
                 break
             removed = await prune_delivered(conn, settings.outbox_retention_hours)
