@@ -12,10 +12,12 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from caracal.errors import CaracalError, Conflict, Overloaded, Unavailable
+from caracal.db.integrity import UNIQUE_VIOLATION, Violation, refusal_for
+from caracal.errors import CaracalError, Overloaded, Unavailable
 from caracal.settings import Settings
 
 _CONNECTION_SQLSTATES = ("08", "57P")  # connection exceptions, operator intervention (shutdown)
+_KEY_COLUMNS = re.compile(r"^\w+ \(([^)]*)\)=")  # "Key (zone_id)=(…) …" of a key violation's detail
 R = TypeVar("R")
 AFTER_COMMIT = "caracal.after_commit"  # key in Connection.info: messages for after the commit
 
@@ -113,23 +115,40 @@ def _meaning(exc: BaseException) -> BaseException:
 
 
 def translate_db_error(exc: BaseException) -> BaseException:
-    """Map a driver failure to its meaning: lost connection -> 503, unique -> 409; else unchanged."""
+    """Map a driver failure to its meaning: lost connection or timeout -> 503; a violated constraint or
+    refused value -> the 4xx of the one registry (caracal.db.integrity); anything else unchanged."""
     if is_connection_error(exc):
         return Unavailable("postgres_unreachable", "the database does not answer", dependency="postgres")
-    constraint = unique_violation_constraint(exc)
-    if constraint is not None:
-        return Conflict("conflict", f"unique constraint {constraint or 'unique'} violated")
-    if _sqlstate(exc) == "57014":
+    sqlstate = _sqlstate(exc)
+    if sqlstate == "57014":
         return Unavailable("statement_timeout", "the database took too long to answer", dependency="postgres")
-    return exc
+    refused = refusal_for(_violation(exc, sqlstate)) if sqlstate is not None else None
+    return refused if refused is not None else exc
 
 
 def unique_violation_constraint(exc: BaseException) -> str | None:
     """Name of the unique constraint a failed statement violated, if that is why it failed."""
-    if _sqlstate(exc) != "23505":
+    if _sqlstate(exc) != UNIQUE_VIOLATION:
         return None
+    return _violation(exc, UNIQUE_VIOLATION).constraint or ""
+
+
+def _violation(exc: BaseException, sqlstate: str) -> Violation:
+    driver = _driver_error(exc)
+    constraint, table = getattr(driver, "constraint_name", None), getattr(driver, "table_name", None)
+    key = _KEY_COLUMNS.match(str(getattr(driver, "detail", None) or ""))
+    return Violation(
+        sqlstate,
+        constraint=constraint if isinstance(constraint, str) else None,
+        table=table if isinstance(table, str) else None,
+        key_columns=tuple(name.strip() for name in key.group(1).split(",")) if key else None,
+    )
+
+
+def _driver_error(exc: BaseException) -> BaseException:
+    """asyncpg's own exception, under SQLAlchemy's wrapper (`.orig.__cause__`) or raised bare."""
     cause = getattr(getattr(exc, "orig", None), "__cause__", None)
-    return getattr(cause, "constraint_name", None) or ""
+    return cause if isinstance(cause, BaseException) else exc
 
 
 def is_connection_error(exc: BaseException) -> bool:
@@ -149,5 +168,8 @@ def is_connection_error(exc: BaseException) -> bool:
 
 def _sqlstate(exc: BaseException) -> str | None:
     orig = getattr(exc, "orig", None)
-    code = getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
-    return code if isinstance(code, str) else getattr(exc, "sqlstate", None)
+    for source in (orig, getattr(orig, "__cause__", None), exc):
+        code = getattr(source, "sqlstate", None)
+        if isinstance(code, str):
+            return code
+    return None
