@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import overload
 
 
+@overload
+def iso_ms(value: datetime) -> str: ...
+@overload
+def iso_ms(value: None) -> None: ...
+@overload
+def iso_ms(value: datetime | None) -> str | None: ...
 def iso_ms(value: datetime | None) -> str | None:
     if value is None:
         return None

@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import ColumnElement, Select, and_, or_
 
@@ -65,20 +65,23 @@ def paged(
     return query.order_by(created_at.desc(), row_id.desc()).limit(page.limit)
 
 
-@dataclass(frozen=True, slots=True)
-class Listing:
-    """One page of wire objects and the cursor of the next page (None on a short page)."""
+T = TypeVar("T")
 
-    items: list[dict[str, Any]]
+
+@dataclass(frozen=True, slots=True)
+class Listing(Generic[T]):
+    """One page of response objects and the cursor of the next page (None on a short page)."""
+
+    items: list[T]
     next_cursor: str | None
 
 
 def listing(
     rows: Sequence[Any],
     page: Page,
-    to_wire: Callable[[Any], dict[str, Any]],
+    to_wire: Callable[[Any], T],
     ts_attr: str = "created_at",
-) -> Listing:
+) -> Listing[T]:
     cursor = None
     if rows and len(rows) >= page.limit:
         last = rows[-1]

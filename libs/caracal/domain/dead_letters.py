@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from caracal.db.paging import Listing, Page, listing, paged
 from caracal.db.tables.outbox import event_outbox
 from caracal.domain.context import Caller
+from caracal.domain.wire import Body, Resource, Text, Timestamp
 from caracal.errors import Conflict, NotFound
 from caracal.outbox import record_change
 from caracal.timefmt import iso_ms
@@ -29,23 +30,47 @@ _COLUMNS = (
 _REQUEUE_BATCH = 1000
 
 
-def outbox_wire(row: Any) -> dict[str, Any]:
-    state = "dispatched" if row.dispatched_at else "dead" if row.dead_at else "pending"
-    return {
-        "id": row.id,
-        "stream_name": row.stream_name,
-        "payload_json": row.payload_json,
-        "state": state,
-        "attempts": row.attempts,
-        "last_error": row.last_error,
-        "request_id": row.request_id,
-        "created_at": iso_ms(row.created_at),
-        "dispatched_at": iso_ms(row.dispatched_at),
-        "dead_at": iso_ms(row.dead_at),
-    }
+OutboxState = Literal["pending", "dispatched", "dead"]
 
 
-async def list_dead(conn: AsyncConnection, page: Page, stream: str | None = None) -> Listing:
+class OutboxEvent(Resource):
+    id: str
+    stream_name: str
+    payload_json: dict[str, Any]
+    state: OutboxState
+    attempts: int
+    last_error: str | None
+    request_id: str | None
+    created_at: Timestamp
+    dispatched_at: Timestamp | None
+    dead_at: Timestamp | None
+
+
+class RequeueResult(Resource):
+    requeued: int
+
+
+class RequeueDead(Body):
+    stream: Text | None = None
+
+
+def outbox_wire(row: Any) -> OutboxEvent:
+    state: OutboxState = "dispatched" if row.dispatched_at else "dead" if row.dead_at else "pending"
+    return OutboxEvent(
+        id=row.id,
+        stream_name=row.stream_name,
+        payload_json=row.payload_json,
+        state=state,
+        attempts=row.attempts,
+        last_error=row.last_error,
+        request_id=row.request_id,
+        created_at=iso_ms(row.created_at),
+        dispatched_at=iso_ms(row.dispatched_at),
+        dead_at=iso_ms(row.dead_at),
+    )
+
+
+async def list_dead(conn: AsyncConnection, page: Page, stream: str | None = None) -> Listing[OutboxEvent]:
     query = select(*_COLUMNS).where(
         event_outbox.c.dispatched_at.is_(None), event_outbox.c.dead_at.is_not(None)
     )
@@ -55,7 +80,7 @@ async def list_dead(conn: AsyncConnection, page: Page, stream: str | None = None
     return listing(rows, page, outbox_wire, ts_attr="dead_at")
 
 
-async def get_outbox_event(conn: AsyncConnection, event_id: str) -> dict[str, Any]:
+async def get_outbox_event(conn: AsyncConnection, event_id: str) -> OutboxEvent:
     row = (await conn.execute(select(*_COLUMNS).where(event_outbox.c.id == event_id))).first()
     if row is None:
         raise NotFound("outbox_event_not_found", f"outbox event {event_id} does not exist")
@@ -73,11 +98,11 @@ _REQUEUE = text(
 )
 
 
-async def requeue(conn: AsyncConnection, event_id: str, caller: Caller) -> dict[str, Any]:
+async def requeue(conn: AsyncConnection, event_id: str, caller: Caller) -> OutboxEvent:
     """Back into its stream's queue, behind what is pending now (it takes this transaction's place)."""
     current = await get_outbox_event(conn, event_id)
-    if current["state"] != "dead":
-        raise Conflict("outbox_event_not_dead", f"outbox event {event_id} is {current['state']}")
+    if current.state != "dead":
+        raise Conflict("outbox_event_not_dead", f"outbox event {event_id} is {current.state}")
     await conn.execute(_REQUEUE, {"id": event_id})
     await record_change(
         conn,

@@ -10,10 +10,11 @@ from litestar.di import Provide
 from litestar.params import FromPath, JSONBody
 
 from caracal.domain import admin_tokens
-from caracal.domain.admin_tokens import AdminTokenCreate
+from caracal.domain.admin_tokens import AdminToken, AdminTokenCreate, AdminTokenCreated
 from caracal.errors import Forbidden, NotFound
+from caracal_api.openapi import problems
 from caracal_api.resources import ResourcesDep, provide_resources
-from caracal_api.routes.common import caller_of, listed
+from caracal_api.routes.common import LINK, PAGE, PageDep, caller_of, listed
 
 GLOBAL_ONLY = "admin_token_management_requires_global"
 
@@ -24,20 +25,21 @@ class AdminTokenController(Controller):
     dependencies = {"res": Provide(provide_resources, sync_to_thread=False)}
     opt = {"global_only": GLOBAL_ONLY}
 
-    @get("/", summary="List admin tokens (never their secret)")
+    @get("/", dependencies=PAGE, response_headers=[LINK], summary="List admin tokens (never their secret)")
     async def list_tokens(
-        self, request: Request[Any, Any, Any], res: ResourcesDep
-    ) -> Response[list[dict[str, Any]]]:
-        return await listed(request, res.engine, admin_tokens.list_admin_tokens)
+        self, request: Request[Any, Any, Any], res: ResourcesDep, page: PageDep
+    ) -> Response[list[AdminToken]]:
+        return await listed(request, res.engine, page, admin_tokens.list_admin_tokens)
 
     @post(
         "/",
         opt={"body_error": "invalid_admin_token_request"},
+        responses=problems(404),
         summary="Create a token (cleartext shown once)",
     )
     async def create_token(
         self, request: Request[Any, Any, Any], res: ResourcesDep, data: JSONBody[AdminTokenCreate]
-    ) -> dict[str, Any]:
+    ) -> AdminTokenCreated:
         async with res.writing(request) as conn:
             return await admin_tokens.create_admin_token(conn, data, caller_of(request))
 
@@ -63,9 +65,10 @@ def _is_loopback(host: str | None) -> bool:
     opt={"public": True},
     tags=["admin tokens"],
     dependencies={"res": Provide(provide_resources, sync_to_thread=False)},
+    responses=problems(403, 404, 409),
     summary="Mint the first global token (loopback peers only, when enabled)",
 )
-async def local_bootstrap(request: Request[Any, Any, Any], res: ResourcesDep) -> dict[str, Any]:
+async def local_bootstrap(request: Request[Any, Any, Any], res: ResourcesDep) -> AdminTokenCreated:
     if not res.settings.local_bootstrap_enabled:
         raise NotFound("not_found", "local bootstrap is disabled")
     if not _is_loopback(request.client.host if request.client else None):

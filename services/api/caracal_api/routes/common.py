@@ -6,28 +6,31 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode
 
+import msgspec
 from litestar import Request, Response
 from litestar.datastructures import ResponseHeader
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import ValidationException
-from litestar.params import Parameter
+from litestar.params import FromQuery, Parameter
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from caracal.db.engine import reading
 from caracal.db.paging import Listing, Page, decode_cursor
 from caracal.domain.context import Caller
 from caracal.domain.wire import NO_NUL, Text
+from caracal.errors import InvalidInput
 from caracal_api.errors import handle_exception, problem
 
 T = TypeVar("T")
 PAGE_DEFAULT, PAGE_MAX = 200, 500
+_LIMIT_RULE = Annotated[int, msgspec.Meta(ge=1, le=PAGE_MAX)]
+_CURSOR_RULE = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
 Limit = Annotated[int, Parameter(ge=1, le=PAGE_MAX, description=f"Page size (default {PAGE_DEFAULT})")]
 Cursor = Annotated[
     str,
     Parameter(
         min_length=1,
         max_length=512,
-        pattern=r"^[A-Za-z0-9_-]+$",
         description="The `cursor` of the previous page's Link header",
     ),
 ]
@@ -39,12 +42,26 @@ LINK = ResponseHeader(
 )
 
 
-def provide_page(limit: Limit | None = None, cursor: Cursor | None = None) -> Page:
+def query_value(name: str, value: T | None, rule: Any) -> T | None:
+    """A query value checked against its declared type (Litestar documents, but does not check, these)."""
+    if value is None:
+        return None
+    try:
+        checked: T = msgspec.convert(value, rule)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput("invalid_query", f"{name}: {exc}") from exc
+    return checked
+
+
+def provide_page(limit: FromQuery[Limit | None] = None, cursor: FromQuery[Cursor | None] = None) -> Page:
     """The page a list route reads, from `limit` and `cursor` (declared, so /openapi.json shows them)."""
-    return Page(limit or PAGE_DEFAULT, decode_cursor(cursor) if cursor is not None else None)
+    size = query_value("limit", limit, _LIMIT_RULE)
+    token = query_value("cursor", cursor, _CURSOR_RULE)
+    return Page(size or PAGE_DEFAULT, decode_cursor(token) if token is not None else None)
 
 
 PAGE = {"page": Provide(provide_page, sync_to_thread=False)}
+PageDep = NamedDependency[Page]
 
 
 def invalid_request(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
@@ -93,4 +110,3 @@ def list_response(request: Request[Any, Any, Any], page: Page, result: Listing[T
     if result.next_cursor is not None:
         headers["link"] = next_link(request, result.next_cursor, page.limit)
     return Response(result.items, headers=headers)
-

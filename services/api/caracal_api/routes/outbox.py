@@ -6,15 +6,15 @@ from typing import Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import Provide
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, FromQuery, JSONBody
 
 from caracal.db.engine import reading
-from caracal.db.paging import Page
 from caracal.domain import dead_letters
 from caracal.domain.dead_letters import OutboxEvent, RequeueDead, RequeueResult
+from caracal.domain.wire import Text
 from caracal_api.openapi import problems
 from caracal_api.resources import ResourcesDep, provide_resources
-from caracal_api.routes.common import LINK, PAGE, QueryText, caller_of, listed
+from caracal_api.routes.common import LINK, PAGE, PageDep, QueryText, caller_of, listed, query_value
 
 
 class OutboxController(Controller):
@@ -29,10 +29,15 @@ class OutboxController(Controller):
         summary="Dead-lettered events, newest first (optional ?stream=)",
     )
     async def list_dead(
-        self, request: Request[Any, Any, Any], res: ResourcesDep, page: Page, stream: QueryText | None = None
+        self,
+        request: Request[Any, Any, Any],
+        res: ResourcesDep,
+        page: PageDep,
+        stream: FromQuery[QueryText | None] = None,
     ) -> Response[list[OutboxEvent]]:
+        wanted = query_value("stream", stream, Text)
         return await listed(
-            request, res.engine, page, lambda conn, page: dead_letters.list_dead(conn, page, stream)
+            request, res.engine, page, lambda conn, page: dead_letters.list_dead(conn, page, wanted)
         )
 
     @post(

@@ -9,12 +9,11 @@ from litestar.di import Provide
 from litestar.params import FromPath, JSONBody
 
 from caracal.db.engine import reading
-from caracal.db.paging import Page
 from caracal.domain import zones
 from caracal.domain.zones import Zone, ZoneCreate, ZoneDcrStatus, ZoneUpdate
 from caracal_api.openapi import problems
 from caracal_api.resources import ResourcesDep, provide_resources
-from caracal_api.routes.common import LINK, PAGE, caller_of, listed
+from caracal_api.routes.common import LINK, PAGE, PageDep, caller_of, listed
 
 BODY = {"body_error": "invalid_zone"}
 
@@ -31,7 +30,7 @@ class ZoneController(Controller):
         summary="List zones (newest first; Link header for the next page)",
     )
     async def list_zones(
-        self, request: Request[Any, Any, Any], res: ResourcesDep, page: Page
+        self, request: Request[Any, Any, Any], res: ResourcesDep, page: PageDep
     ) -> Response[list[Zone]]:
         return await listed(request, res.engine, page, zones.list_zones)
 

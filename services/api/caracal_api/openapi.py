@@ -1,0 +1,102 @@
+"""What /openapi.json says beyond the handlers' types: every error a route answers, strict bodies.
+
+Routes declare only the errors of their own rules (`responses=problems(409)`); the ones every
+request path can answer (auth, malformed input, overload) are added here from what the route is,
+so a new route is documented truthfully without repeating them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import msgspec
+from litestar.handlers import HTTPRouteHandler
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.plugins import ReceiveRoutePlugin
+from litestar.routes import HTTPRoute
+
+from caracal_api.errors import PROBLEM
+
+if TYPE_CHECKING:
+    from litestar._openapi.schema_generation import SchemaCreator
+    from litestar.openapi.spec import Schema
+    from litestar.routes import BaseRoute
+    from litestar.typing import FieldDefinition
+
+from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
+
+_DESCRIPTIONS = {
+    400: "Malformed path parameter, query or body (`error` names the route's code)",
+    401: "Missing, unknown or revoked admin token (`invalid_admin_token`)",
+    403: "The token's scope or capability does not allow this route",
+    404: "No such object in this zone (or route disabled)",
+    409: "Conflicts with the current state",
+    413: "Body larger than API_BODY_LIMIT_BYTES (`payload_too_large`)",
+    415: "Body is not JSON",
+    429: "Rate limited (`rate_limited`)",
+    503: "A dependency does not answer, or the API is overloaded; retry later",
+}
+
+
+class Problem(msgspec.Struct):
+    """RFC 9457 problem details carrying the contract's `error` code; some errors add members."""
+
+    error: str
+    type: str
+    title: str
+    status: int
+    detail: str
+
+
+def problems(*statuses: int) -> dict[int, ResponseSpec]:
+    """problem+json responses for these statuses, for a handler's `responses=`."""
+    return {
+        status: ResponseSpec(
+            data_container=Problem,
+            media_type=PROBLEM,
+            description=_DESCRIPTIONS.get(status, "Error"),
+            generate_examples=False,
+        )
+        for status in statuses
+    }
+
+
+def request_path_statuses(handler: HTTPRouteHandler, path: str, path_params: bool) -> set[int]:
+    """What the guard, the decoder and the middleware can answer for this handler, whatever it does."""
+    found = {503}
+    if path.startswith("/v1/"):
+        found.add(400)  # every /v1 route takes a path parameter, a query or a body
+        if not handler.opt.get("public"):
+            found |= {401, 403, 429}
+    if path_params:
+        found |= {400, 404}
+    if "data" in handler.parsed_fn_signature.parameters:
+        found |= {400, 413, 415}
+    return found
+
+
+class ProblemResponses(ReceiveRoutePlugin):
+    """Adds the request path's problem+json responses to every route as the app registers it."""
+
+    def receive_route(self, route: BaseRoute) -> None:
+        if not isinstance(route, HTTPRoute):
+            return
+        for handler in route.route_handlers:
+            if not handler.include_in_schema:
+                continue
+            statuses = request_path_statuses(handler, route.path, bool(route.path_parameters))
+            handler.responses = {**problems(*sorted(statuses)), **(handler.responses or {})}
+
+
+class StrictBodySchema(StructSchemaPlugin):
+    """Struct schemas as Litestar writes them, plus `additionalProperties: false` for strict bodies."""
+
+    def to_openapi_schema(self, field_definition: FieldDefinition, schema_creator: SchemaCreator) -> Schema:
+        schema = super().to_openapi_schema(field_definition, schema_creator)
+        info = msgspec.inspect.type_info(field_definition.type_)
+        if isinstance(info, msgspec.inspect.StructType) and info.forbid_unknown_fields:
+            schema.additional_properties = False
+        return schema
+
+
+OPENAPI_PLUGINS = (ProblemResponses(), StrictBodySchema())
