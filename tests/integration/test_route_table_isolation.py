@@ -1,0 +1,191 @@
+"""Zone isolation, proved for every zone-scoped route the app has: the routes come from its route table.
+
+A new `/v1/zones/{zone_id}/…` route is covered without editing this file, as long as each of its path
+parameters has a maker in OBJECT_MAKERS. To extend it with a new aggregate, add one line there:
+
+    OBJECT_MAKERS["application_id"] = make_application   # async (client, admin, zone_id) -> id
+
+The maker creates one object of that kind in the given zone through the API and returns its id.
+A route whose path parameter has no maker fails `test_every_zone_scoped_path_parameter_has_a_maker`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from litestar import Litestar
+from litestar.routes import HTTPRoute
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from caracal_api.app import create_app
+from caracal_api.resources import Resources
+from tests.integration.api_helpers import bearer, make_token, make_zone, settle
+
+ObjectMaker = Callable[[httpx.AsyncClient, dict[str, str], str], Awaitable[str]]
+# Path parameter -> how to create one object of that kind in a zone (zone_id is the zone itself).
+OBJECT_MAKERS: dict[str, ObjectMaker] = {}
+ZONE_PREFIX = "/v1/zones/{zone_id}"
+# Tables a refused request may legitimately write: its audit row and the token's last use.
+REQUEST_BOOKKEEPING = ("admin_audit_events", "admin_tokens")
+
+
+@dataclass(frozen=True)
+class ZoneRoute:
+    method: str
+    path: str  # with `{name}` placeholders
+
+    @property
+    def params(self) -> list[str]:
+        return [part[1:-1] for part in self.path.split("/") if part.startswith("{")]
+
+    def url(self, values: dict[str, str]) -> str:
+        return self.path.format(**values)
+
+
+def zone_scoped_routes(app: Litestar) -> list[ZoneRoute]:
+    """Every method of every route under /v1/zones/{zone_id}, read from the app's route table."""
+    found = []
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        path = route.path_format
+        if path != ZONE_PREFIX and not path.startswith(ZONE_PREFIX + "/"):
+            continue
+        found += [ZoneRoute(method, path) for method in sorted(route.methods - {"OPTIONS", "HEAD"})]
+    return found
+
+
+@dataclass
+class ZoneWorld:
+    """Zone `mine` and zone `theirs`, one object of every registered kind in each, and their tokens."""
+
+    mine: dict[str, str]  # path parameter -> id, zone_id included
+    theirs: dict[str, str]
+    my_token: dict[str, str]
+    their_token: dict[str, str]
+
+
+async def populated_zone(client: httpx.AsyncClient, admin: dict[str, str], name: str) -> dict[str, str]:
+    zone_id = (await make_zone(client, admin, name=name))["id"]
+    objects = {"zone_id": zone_id}
+    for param, make in OBJECT_MAKERS.items():
+        objects[param] = await make(client, admin, zone_id)
+    return objects
+
+
+async def zone_world(client: httpx.AsyncClient, admin: dict[str, str]) -> ZoneWorld:
+    mine, theirs = await populated_zone(client, admin, "Mine"), await populated_zone(client, admin, "Theirs")
+    tokens = [
+        bearer((await make_token(client, admin, scope="zone", zone_id=zone["zone_id"]))["token"])
+        for zone in (mine, theirs)
+    ]
+    return ZoneWorld(mine, theirs, tokens[0], tokens[1])
+
+
+async def state_of(engine: AsyncEngine) -> dict[str, str]:
+    """A digest of every table's rows (but request bookkeeping): equal digests, nothing changed."""
+    async with engine.connect() as conn:
+        tables = (
+            await conn.execute(
+                text(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+                    " AND tablename <> ALL(:skip) ORDER BY 1"
+                ),
+                {"skip": [*REQUEST_BOOKKEEPING, "alembic_version"]},
+            )
+        ).scalars()
+        digest = "SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM \"{}\" t"
+        return {
+            table: (await conn.execute(text(digest.format(table)))).scalar_one() for table in list(tables)
+        }
+
+
+def app_routes(resources: Resources) -> list[ZoneRoute]:
+    return zone_scoped_routes(create_app(resources.settings, resources).app)  # type: ignore[attr-defined]
+
+
+async def request(
+    client: httpx.AsyncClient, route: ZoneRoute, url: str, token: dict[str, str]
+) -> httpx.Response:
+    body = {} if route.method in ("POST", "PUT", "PATCH") else None
+    return await client.request(route.method, url, json=body, headers=token)
+
+
+async def test_the_route_table_holds_the_zone_scoped_routes(resources: Resources) -> None:
+    """The generator sees the zone's own routes, so the isolation tests below run over real routes."""
+    routes = {(route.method, route.path) for route in app_routes(resources)}
+    assert {
+        ("GET", ZONE_PREFIX),
+        ("PATCH", ZONE_PREFIX),
+        ("DELETE", ZONE_PREFIX),
+        ("GET", ZONE_PREFIX + "/dcr-status"),
+    } <= routes
+
+
+async def test_every_zone_scoped_path_parameter_has_a_maker(resources: Resources) -> None:
+    """A new zone-scoped route with an object id in its path needs a maker in OBJECT_MAKERS."""
+    missing = {
+        (route.method, route.path, param)
+        for route in app_routes(resources)
+        for param in route.params
+        if param != "zone_id" and param not in OBJECT_MAKERS
+    }
+    assert not missing, f"add these path parameters to OBJECT_MAKERS: {sorted(missing)}"
+
+
+async def test_another_zones_token_gets_403_on_every_zone_scoped_route(
+    client: httpx.AsyncClient, admin: dict[str, str], engine: AsyncEngine, resources: Resources
+) -> None:
+    """Each zone-scoped route answers 403 admin_token_zone_mismatch to another zone's token; no change."""
+    world = await zone_world(client, admin)
+    before = await state_of(engine)
+    for route in app_routes(resources):
+        response = await request(client, route, route.url(world.mine), world.their_token)
+        assert response.status_code == 403, (route, response.text)
+        assert response.json()["error"] == "admin_token_zone_mismatch", (route, response.text)
+    await settle(resources)
+    assert await state_of(engine) == before
+
+
+async def test_own_zone_paths_holding_another_zones_object_get_404(
+    client: httpx.AsyncClient, admin: dict[str, str], engine: AsyncEngine, resources: Resources
+) -> None:
+    """In its own zone's path, another zone's object id is 404 (zone or global token); nothing changes."""
+    world = await zone_world(client, admin)
+    checked = 0
+    before = await state_of(engine)
+    for route in app_routes(resources):
+        for param in (p for p in route.params if p != "zone_id"):
+            url = route.url({**world.mine, param: world.theirs[param]})
+            for token in (world.my_token, admin):
+                response = await request(client, route, url, token)
+                assert response.status_code == 404, (route, param, response.text)
+                checked += 1
+    await settle(resources)
+    assert await state_of(engine) == before
+    assert checked == 2 * sum(len(route.params) - 1 for route in app_routes(resources))
+
+
+async def test_zone_scoped_lists_never_show_another_zones_rows(
+    client: httpx.AsyncClient, admin: dict[str, str], resources: Resources
+) -> None:
+    """Every zone-scoped GET that answers a list holds only its zone's rows, for zone and global tokens."""
+    world = await zone_world(client, admin)
+    foreign = set(world.theirs.values())
+    reads = 0
+    for route in (r for r in app_routes(resources) if r.method == "GET"):
+        for token in (world.my_token, admin):
+            response = await client.get(route.url(world.mine), headers=token)
+            assert response.status_code == 200, (route, response.text)
+            rows: Any = response.json()
+            reads += 1
+            if not isinstance(rows, list):
+                assert rows.get("id") not in foreign, (route, rows)
+                continue
+            assert all(row.get("id") not in foreign for row in rows), (route, rows)
+            assert all(row.get("zone_id", world.mine["zone_id"]) == world.mine["zone_id"] for row in rows)
+    assert reads >= 2
