@@ -22,7 +22,18 @@ from caracal_api.resources import Resources
 from tests.support import ADMIN_TOKEN, Servers, real_servers, service_env, with_database
 
 TEST_DATABASE = "caracal_test"
-TABLES = ("admin_audit_events", "event_outbox", "admin_tokens", "zones")
+# Every table the migrations made, except Alembic's own and singleton rows (a boolean primary key
+# that can only be true, like outbox_origin) that the migrations seeded and the services rely on.
+TRUNCATED_TABLES = """
+SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+   AND c.relname <> 'alembic_version'
+   AND NOT EXISTS (
+       SELECT 1 FROM pg_constraint k JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[1]
+        WHERE k.conrelid = c.oid AND k.contype = 'p' AND cardinality(k.conkey) = 1
+          AND a.atttypid = 'boolean'::regtype)
+ ORDER BY c.relname
+"""
 
 
 @pytest.fixture(scope="session")
@@ -67,6 +78,14 @@ async def shared_engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest_asyncio.fixture(scope="session")
+async def truncate_all(shared_engine: AsyncEngine) -> str:
+    """The statement that empties the test database, its table list read once from the catalog."""
+    async with shared_engine.connect() as conn:
+        tables = (await conn.execute(text(TRUNCATED_TABLES))).scalars().all()
+    return "TRUNCATE " + ", ".join(f'"{table}"' for table in tables)
+
+
+@pytest_asyncio.fixture(scope="session")
 async def shared_redis(settings: Settings) -> AsyncIterator[Redis]:
     client = Redis.from_url(str(settings.redis_url))
     yield client
@@ -74,10 +93,10 @@ async def shared_redis(settings: Settings) -> AsyncIterator[Redis]:
 
 
 @pytest_asyncio.fixture
-async def engine(shared_engine: AsyncEngine, shared_redis: Redis) -> AsyncEngine:
+async def engine(shared_engine: AsyncEngine, shared_redis: Redis, truncate_all: str) -> AsyncEngine:
     """The session's database, emptied (truncation isolates tests) with Redis flushed."""
     async with shared_engine.begin() as conn:
-        await conn.execute(text(f"TRUNCATE {', '.join(TABLES)}"))
+        await conn.execute(text(truncate_all))
     await shared_redis.flushdb()
     return shared_engine
 

@@ -7,11 +7,12 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import asyncpg
 import pytest
 import pytest_asyncio
-from sqlalchemy import CheckConstraint, Column, Index, MetaData, Table, Text, UniqueConstraint
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import CheckConstraint, Column, Index, MetaData, Table, Text, UniqueConstraint, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from caracal.db.engine import asyncpg_url, plain_url
 from caracal.db.tables import metadata
+from caracal.db.tables.outbox import outbox_origin
 from caracal.settings import Settings
 from tests.conftest import recreate_database
 from tests.integration.catalog import Shape, describe, differences
@@ -159,3 +160,14 @@ def test_every_key_check_and_index_is_named_in_the_definitions() -> None:
     """Names are the contract (CONTRACT.md §7.4, §9): none may be left for Postgres to choose."""
     unnamed = [table for table, name in _named_things(metadata) if not isinstance(name, str)]
     assert unnamed == []
+
+
+async def test_tests_start_with_every_table_empty_but_the_seeded_singleton_rows(
+    engine: AsyncEngine, truncate_all: str
+) -> None:
+    """The truncation list comes from the catalog: a new table is emptied between tests without an edit."""
+    truncated = {name.strip('" ') for name in truncate_all.removeprefix("TRUNCATE ").split(",")}
+    assert truncated == set(metadata.tables) - {"outbox_origin"}
+    async with engine.connect() as conn:
+        origins = (await conn.execute(select(func.count()).select_from(outbox_origin))).scalar_one()
+    assert origins == 1
