@@ -88,6 +88,7 @@ def service_env(database_url: str, redis_url: str, **overrides: str) -> dict[str
             "API_V1_RATE_LIMIT_PER_MIN": "0",
             "READY_RATE_LIMIT_PER_MIN": "0",
             "CARACAL_SHUTDOWN_TIMEOUT_MS": "5000",
+            "CARACAL_API_WORKERS": "1",  # tests of several workers ask for them
             "LOG_LEVEL": "info",
         }
     )

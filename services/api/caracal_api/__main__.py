@@ -1,11 +1,15 @@
-"""`caracal api`: settings, migrations under the lock, the env token, then serve until SIGTERM."""
+"""`caracal api`: settings, migrations under the lock, the env token, then serve on every core."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import socket
+from collections.abc import Coroutine
 from types import FrameType
+from typing import Any
 
 import uvicorn
 
@@ -17,6 +21,7 @@ from caracal.settings import Settings
 from caracal.telemetry import configure_logging, configure_tracing
 from caracal_api.app import build_resources, create_app
 from caracal_api.resources import Resources
+from caracal_api.supervisor import LISTEN_FD, listening_socket, supervise
 
 log = logging.getLogger("caracal.api")
 
@@ -46,28 +51,39 @@ class DrainingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-async def serve(settings: Settings) -> None:
-    await prepare(settings)
+async def serve(settings: Settings, sock: socket.socket) -> None:
+    """One worker: the app on the listening socket until SIGTERM, then drain."""
     resources = build_resources(settings)
     app = create_app(settings, resources)
     config = uvicorn.Config(
         app,
-        host="0.0.0.0",  # noqa: S104 - PORT is served on every interface, as the contract says
-        port=settings.port,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=max(1, settings.shutdown_timeout_ms // 1000),
         lifespan="on",
         server_header=False,
+        # our guard reads X-Forwarded-For itself, only behind TRUST_PROXY: uvicorn must not rewrite
+        # the peer from it (by default it trusts loopback clients' headers)
+        proxy_headers=False,
     )
     # uvicorn re-raises the captured signal after shutdown: let that end main() normally
     signal.signal(signal.SIGTERM, lambda *_: None)
     signal.signal(signal.SIGINT, lambda *_: None)
     try:
-        await DrainingServer(config, resources).serve()
+        await DrainingServer(config, resources).serve(sockets=[sock])
     finally:
         await resources.redis.aclose()
         await resources.engine.dispose()
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """uvloop when it is installed (it is a dependency), else asyncio's loop."""
+    try:
+        import uvloop  # noqa: PLC0415
+
+        uvloop.run(main)
+    except ImportError:
+        asyncio.run(main)
 
 
 def main() -> None:
@@ -75,8 +91,17 @@ def main() -> None:
     configure_logging(settings.log_level, "api")
     configure_tracing("api", settings.otel_traces_exporter)
     settings.require_servers()
-    log.info("api: starting on 0.0.0.0:%d", settings.port)
-    asyncio.run(serve(settings))
+    inherited = os.environ.get(LISTEN_FD)
+    if inherited is not None:  # a worker started by the supervisor below
+        _run(serve(settings, socket.socket(fileno=int(inherited))))
+        return
+    asyncio.run(prepare(settings))
+    sock = listening_socket(settings.port)
+    log.info("api: listening on 0.0.0.0:%d with %d worker(s)", settings.port, settings.api_workers)
+    if settings.api_workers == 1:
+        _run(serve(settings, sock))
+        return
+    raise SystemExit(supervise(settings, sock))
 
 
 if __name__ == "__main__":

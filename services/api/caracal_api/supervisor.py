@@ -1,0 +1,102 @@
+"""CARACAL_API_WORKERS worker processes sharing one listening socket; SIGTERM drains them all.
+
+The parent runs the migrations once, binds the port, and starts each worker as
+`python -m caracal_api` with the socket's descriptor in CARACAL_API_LISTEN_FD. It forwards SIGTERM and
+SIGINT, waits up to CARACAL_SHUTDOWN_TIMEOUT_MS (plus a margin) for the workers to drain, and restarts
+a worker that dies on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from types import FrameType
+
+from caracal.settings import Settings
+
+log = logging.getLogger("caracal.api.supervisor")
+LISTEN_FD = "CARACAL_API_LISTEN_FD"
+BACKLOG = 2048
+RESTART_DELAY_S = 1.0
+STOP_MARGIN_S = 5.0
+POLL_S = 0.2
+
+
+def listening_socket(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("0.0.0.0", port))  # noqa: S104 - PORT is served on every interface, as the contract says
+    sock.listen(BACKLOG)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _start_worker(index: int, sock: socket.socket) -> subprocess.Popen[bytes]:
+    env = {**os.environ, LISTEN_FD: str(sock.fileno()), "CARACAL_API_WORKER_INDEX": str(index)}
+    return subprocess.Popen([sys.executable, "-m", "caracal_api"], env=env, pass_fds=(sock.fileno(),))
+
+
+def _describe_exit(code: int) -> str:
+    return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, sock: socket.socket) -> None:
+        self.settings = settings
+        self.sock = sock
+        self.workers: dict[int, subprocess.Popen[bytes]] = {}
+        self.stopping: int | None = None
+
+    def on_signal(self, sig: int, _frame: FrameType | None) -> None:
+        self.stopping = sig
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self.on_signal)
+        signal.signal(signal.SIGINT, self.on_signal)
+        for index in range(self.settings.api_workers):
+            self.workers[index] = _start_worker(index, self.sock)
+        while self.stopping is None:
+            time.sleep(POLL_S)
+            self._restart_dead()
+        return self._stop_all()
+
+    def _restart_dead(self) -> None:
+        for index, process in list(self.workers.items()):
+            code = process.poll()
+            if code is None or self.stopping is not None:
+                continue
+            log.error(
+                "api worker %d (pid %d) stopped: %s; restarting", index, process.pid, _describe_exit(code)
+            )
+            time.sleep(RESTART_DELAY_S)
+            self.workers[index] = _start_worker(index, self.sock)
+
+    def _stop_all(self) -> int:
+        log.info(
+            "api: %s received; draining %d worker(s)",
+            signal.Signals(self.stopping or 15).name,
+            len(self.workers),
+        )
+        for process in self.workers.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.settings.shutdown_timeout_ms / 1000 + STOP_MARGIN_S
+        for index, process in self.workers.items():
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("api worker %d did not drain in time; killing it", index)
+                process.kill()
+                process.wait()
+        self.sock.close()
+        log.info("api stopped")
+        return 0
+
+
+def supervise(settings: Settings, sock: socket.socket) -> int:
+    return Supervisor(settings, sock).run()
