@@ -7,7 +7,6 @@ from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 import httpx
-import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -93,7 +92,7 @@ async def _zone(counted: Counted, name: str) -> str:
 
 
 async def test_authenticated_get_is_one_round_trip_on_one_connection(counted: Counted) -> None:
-    """GET /v1/zones/{id}: the handler's one statement in autocommit (no BEGIN, no pre-ping, no token read)."""
+    """GET /v1/zones/{id}: the handler's one statement in autocommit (no BEGIN, pre-ping or token read)."""
     zone_id = await _zone(counted, "Budget One")
     await _measure(counted, "GET", f"/v1/zones/{zone_id}")
     assert await _measure(counted, "GET", f"/v1/zones/{zone_id}") <= BUDGETS["get_one"]
