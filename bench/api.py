@@ -14,13 +14,24 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import asyncpg
 import httpx
 
-from bench.common import BenchEnv, BenchError, percentile, ratio, say
+from bench.common import (
+    BenchEnv,
+    BenchError,
+    CpuMeter,
+    Sampler,
+    percentile,
+    process_sampler,
+    ratio,
+    sample_cpu,
+    say,
+    server_samplers,
+)
 from caracal.db.engine import plain_url
 
 API_COMMAND = [sys.executable, "-m", "caracal_api"]
@@ -60,6 +71,7 @@ class Load:
     p50_ms: float
     p99_ms: float
     errors: int = 0
+    cpu_ms: dict[str, float] = field(default_factory=dict)  # CPU per request, by group of processes
 
     @property
     def rate(self) -> float:
@@ -70,7 +82,14 @@ class Load:
         errors = (
             f", {self.errors:,} of {self.requests:,} failed (non-2xx/3xx or socket)" if self.errors else ""
         )
-        return f"{self.rate:,.0f}/s, p50 {self.p50_ms:.2f} ms, p99 {self.p99_ms:.2f} ms{errors}"
+        cpu = ", ".join(f"{name} {ms:.2f} ms" for name, ms in self.cpu_ms.items())
+        cpu = f"; CPU per request: {cpu}" if cpu else ""
+        return f"{self.rate:,.0f}/s, p50 {self.p50_ms:.2f} ms, p99 {self.p99_ms:.2f} ms{errors}{cpu}"
+
+    def with_cpu(self, percent: dict[str, float]) -> Load:
+        """CPU per request from a CpuMeter's % of one core over the run."""
+        rate = self.requests / self.seconds if self.seconds > 0 else 0.0
+        return replace(self, cpu_ms={k: 10 * v / rate for k, v in percent.items()} if rate else {})
 
 
 @dataclass(frozen=True)
@@ -140,6 +159,25 @@ class ApiServer:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)  # its own group: only the API and its workers
             return self.process.wait()
+
+
+def process_tree(root: int) -> list[int]:
+    """The API process and its descendants (its worker processes, however it starts them)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = (entry / "stat").read_text()
+                parents[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+    found, frontier = [root], [root]
+    while frontier:
+        frontier = [pid for pid, parent in parents.items() if parent in frontier]
+        found += frontier
+    return found
+
+
+def api_sampler(server: ApiServer) -> Sampler:
+    return lambda: sample_cpu(process_tree(server.process.pid))
 
 
 def api_env(bench: BenchEnv, port: int, token: str) -> dict[str, str]:
@@ -233,8 +271,10 @@ async def measure_route(
     seconds = seconds or DURATION_S
     say(f"{label}: warming up {WARMUP_S} s, then wrk -t{THREADS} -c{CONNECTIONS} for {seconds:g} s")
     await wrk(bench, server, path, WARMUP_S, script)
+    meter = CpuMeter({"api": api_sampler(server), "postgres": server_samplers(bench)["postgres"]})
     async with profiled(server, label, seconds):
-        found = await wrk(bench, server, path, seconds, script)
+        meter.start()
+        found = (await wrk(bench, server, path, seconds, script)).with_cpu(meter.percent())
     say(f"{label}: {found.describe()}")
     if found.errors > found.requests / 2:
         raise BenchError(f"{label}: {found.errors} of {found.requests} requests failed\n{server.log_tail()}")
@@ -293,7 +333,12 @@ async def baseline(bench: BenchEnv, label: str, call: PoolCall) -> Load:
     pool = await asyncpg.create_pool(plain_url(bench.database_url), min_size=POOL_SIZE, max_size=POOL_SIZE)
     try:
         await drive(CONNECTIONS, 1.0, lambda n: call(pool, -n - 1))
+        meter = CpuMeter(
+            {"client": process_sampler(os.getpid()), "postgres": server_samplers(bench)["postgres"]}
+        )
+        meter.start()
         found = await drive(CONNECTIONS, BASELINE_DURATION_S, lambda n: call(pool, n))
+        found = found.with_cpu(meter.percent())
     finally:
         await pool.close()
     say(f"{label}: {found.describe()}")
