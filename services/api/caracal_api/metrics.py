@@ -15,12 +15,22 @@ def _labels(**labels: str) -> str:
     return "{" + inner + "}" if inner else ""
 
 
+# The method is chosen by the client before authentication: anything else is counted as "other", so
+# made-up methods cannot grow the label set (and the memory of this process) without bound.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
+
+
+def method_label(method: str) -> str:
+    return method if method in KNOWN_METHODS else "other"
+
+
 class HttpMetrics:
     def __init__(self) -> None:
         self.requests: dict[tuple[str, str, int], int] = defaultdict(int)
         self.seconds: dict[tuple[str, str], float] = defaultdict(float)
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        method = method_label(method)
         self.requests[(method, route, status)] += 1
         self.seconds[(method, route)] += seconds
 

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 from typing import Any
 
 from litestar import MediaType, Request, Response, get
 from litestar.di import Provide
+from redis.exceptions import RedisError
 
 from caracal.db.engine import reading
 from caracal.db.migrate import head_revision, revision_of
 from caracal.domain.dead_letters import dead_count, outbox_health
-from caracal.errors import CaracalError
+from caracal.errors import CaracalError, Unavailable
 from caracal.events import CONTRACT_STREAMS, stats_key
 from caracal_api.auth import client_ip
 from caracal_api.metrics import HttpMetrics, outbox_lines
@@ -45,13 +47,17 @@ async def ready(  # noqa: PLR0911 - one answer per reason, in the contract's ord
         async with reading(res.engine) as conn:
             revision = await revision_of(conn)
             dead = await dead_count(conn)
-    except Exception:
+    except Unavailable as exc:
+        # Only a database that does not answer is "unreachable"; any other failure is a bug, and
+        # propagates to the error handler, which logs it with its traceback and answers 500.
+        log.debug("ready: postgres unavailable: %s", exc)  # the 503 says it; probes come often
         return _not_ready({"error": "postgres_unreachable", "dependency": "postgres"})
     if revision != head_revision():
         return _not_ready({"error": "migrations_pending", "dependency": "postgres", "revision": revision})
     try:
         await res.redis.ping()
-    except Exception:
+    except (RedisError, OSError) as exc:
+        log.debug("ready: redis unavailable: %r", exc)
         return _not_ready({"error": "redis_unreachable", "dependency": "redis"})
     if dead > res.settings.outbox_ready_dead_max:
         return _not_ready(
@@ -62,8 +68,7 @@ async def ready(  # noqa: PLR0911 - one answer per reason, in the contract's ord
 
 @get("/metrics", dependencies=DEPS, tags=["operations"], summary="Prometheus metrics", media_type=PROMETHEUS)
 async def metrics(request: Request[Any, Any, Any], res: ResourcesDep) -> Response[Any]:
-    bearer = res.settings.metrics_bearer
-    if bearer is not None and request.headers.get("authorization") != f"Bearer {bearer}":
+    if not _metrics_allowed(res.settings.metrics_bearer, request.headers.get("authorization")):
         return Response({"error": "unauthorized"}, status_code=401, media_type=MediaType.JSON)
     http: HttpMetrics = request.app.state.http_metrics
     lines = list(http.render())
@@ -75,6 +80,14 @@ async def metrics(request: Request[Any, Any, Any], res: ResourcesDep) -> Respons
     streams = sorted(set(CONTRACT_STREAMS) | set(health_by_stream))
     lines += outbox_lines(health_by_stream, await _dispatch_stats(res, streams))
     return Response("\n".join(lines) + "\n", media_type=PROMETHEUS)
+
+
+def _metrics_allowed(bearer: str | None, authorization: str | None) -> bool:
+    """Without METRICS_BEARER anyone may scrape; with it, the header must match in constant time."""
+    if bearer is None:
+        return True
+    expected = f"Bearer {bearer}".encode()
+    return hmac.compare_digest(expected, (authorization or "").encode())
 
 
 async def _dispatch_stats(res: ResourcesDep, streams: list[str]) -> dict[str, dict[str, Any]]:
