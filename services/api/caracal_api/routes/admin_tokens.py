@@ -66,6 +66,7 @@ def _is_loopback(host: str | None) -> bool:
     tags=["admin tokens"],
     dependencies={"res": Provide(provide_resources, sync_to_thread=False)},
     responses=problems(403, 404, 409),
+    security=[{}],  # no token needed: with the router's bearer entry, auth is optional here
     summary="Mint the first global token (loopback peers only, when enabled)",
 )
 async def local_bootstrap(request: Request[Any, Any, Any], res: ResourcesDep) -> AdminTokenCreated:
