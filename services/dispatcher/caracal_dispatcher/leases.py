@@ -43,7 +43,7 @@ class StreamLeases:
                 self.checked_at = time.monotonic()
                 return self.conn
             except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
-                log.warning("lease connection lost (%r); leases are gone", exc)
+                log.warning("lease connection lost (%r); leases are gone", exc, exc_info=True)
         await self._drop()
         self.conn = await asyncpg.connect(self.url, timeout=5, server_settings=self.server_settings)
         self.checked_at = time.monotonic()
