@@ -87,36 +87,32 @@ async def get_outbox_event(conn: AsyncConnection, event_id: str) -> OutboxEvent:
     return outbox_wire(row)
 
 
+# Conditional: only a dead, undelivered row moves, so of two concurrent requeues one finds it dead
+# (and updates it) and the other, once the first commits, updates nothing.
 _REQUEUE = text(
     """
     UPDATE event_outbox
        SET dead_at = NULL, available_at = now(), attempts = 0, locked_until = NULL,
            txid = pg_current_xact_id(), seq = DEFAULT
      WHERE id = :id AND dispatched_at IS NULL AND dead_at IS NOT NULL
-    RETURNING id
     """
 )
 
 
 async def requeue(conn: AsyncConnection, event_id: str, caller: Caller) -> OutboxEvent:
     """Back into its stream's queue, behind what is pending now (it takes this transaction's place)."""
-    current = await get_outbox_event(conn, event_id)
-    if current.state != "dead":
+    if (await conn.execute(_REQUEUE, {"id": event_id})).rowcount != 1:
+        current = await get_outbox_event(conn, event_id)  # 404 when there is no such event
         raise Conflict("outbox_event_not_dead", f"outbox event {event_id} is {current.state}")
-    await conn.execute(_REQUEUE, {"id": event_id})
-    await record_change(
-        conn,
-        "outbox.requeued",
-        entity_type="outbox_event",
-        entity_id=event_id,
-        zone_id=None,
-        request_id=caller.request_id,
-    )
+    await _record_requeued(conn, [event_id], caller)
     return await get_outbox_event(conn, event_id)
 
 
 async def requeue_dead(conn: AsyncConnection, caller: Caller, stream: str | None = None) -> int:
-    """Requeue up to 1000 dead events in their original order; returns how many."""
+    """Requeue up to 1000 dead events in their original order; returns how many.
+
+    Emits one `outbox.requeued` change per requeued event, like the single requeue, so a consumer
+    sees each event that went back into a queue."""
     query = (
         select(event_outbox.c.id)
         .where(event_outbox.c.dispatched_at.is_(None), event_outbox.c.dead_at.is_not(None))
@@ -126,19 +122,24 @@ async def requeue_dead(conn: AsyncConnection, caller: Caller, stream: str | None
     )
     if stream is not None:
         query = query.where(event_outbox.c.stream_name == stream)
-    ids = (await conn.execute(query)).scalars().all()
-    for event_id in ids:
-        await conn.execute(_REQUEUE, {"id": event_id})
+    ids = list((await conn.execute(query)).scalars().all())
     if ids:
+        # The rows are locked and still dead: every update applies, in this order (it sets their seq).
+        await conn.execute(_REQUEUE, [{"id": event_id} for event_id in ids])
+        await _record_requeued(conn, ids, caller)
+    return len(ids)
+
+
+async def _record_requeued(conn: AsyncConnection, ids: list[str], caller: Caller) -> None:
+    for event_id in ids:
         await record_change(
             conn,
             "outbox.requeued",
             entity_type="outbox_event",
-            entity_id=ids[0],
+            entity_id=event_id,
             zone_id=None,
             request_id=caller.request_id,
         )
-    return len(ids)
 
 
 async def outbox_health(conn: AsyncConnection) -> dict[str, Any]:
