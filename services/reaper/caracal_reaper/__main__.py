@@ -1,11 +1,11 @@
-"""`caracal reaper`: runs its jobs every CARACAL_REAPER_INTERVAL_MS until SIGTERM."""
+"""`caracal reaper`: runs its jobs every CARACAL_REAPER_INTERVAL_MS (at once while work remains)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from redis.asyncio import Redis
 
 from caracal.cli import settings_or_exit
 from caracal.db.engine import create_engine
@@ -13,36 +13,30 @@ from caracal.db.migrate import wait_for_schema
 from caracal.settings import Settings
 from caracal.telemetry import configure_logging
 from caracal.worker import StopSignal, poll_loop, run_until_stopped
-from caracal_reaper.jobs import prune_outbox
+from caracal_reaper.jobs import JOBS
+from caracal_reaper.runner import Reaper
 
 log = logging.getLogger("caracal.reaper")
 
 
-async def reap_once(engine: AsyncEngine, settings: Settings) -> None:
-    await prune_outbox(engine, settings)
-
-
 async def run(settings: Settings) -> None:
-    settings.require_servers()
+    _, redis_url = settings.require_servers()
     stop = StopSignal()
     stop.install()
     engine = create_engine(settings, pool_size=2)
-    interval = settings.reaper_interval_ms / 1000
-
-    async def iteration() -> float:
-        await reap_once(engine, settings)
-        return interval
-
-    log.info("reaper: running jobs every %.1f s", interval)
+    redis = Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+    reaper = Reaper(settings, engine, redis, JOBS, stopping=lambda: stop.is_set)
+    log.info("reaper: %s every %.1f s", ", ".join(j.name for j in JOBS), reaper.interval)
     try:
         if not await wait_for_schema(engine, lambda: stop.is_set):
             return
         await run_until_stopped(
-            poll_loop("reaper", iteration, stop, error_delay=interval),
+            poll_loop("reaper", reaper.run_due, stop, error_delay=reaper.interval),
             stop,
             settings.shutdown_timeout_ms / 1000,
         )
     finally:
+        await redis.aclose()
         await engine.dispose()
         log.info("reaper stopped")
 

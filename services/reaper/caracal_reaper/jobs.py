@@ -1,38 +1,23 @@
-"""Reaper jobs: each takes a Postgres advisory lock so one reaper replica runs it at a time."""
+"""The reaper's jobs (outbox retention now; session expiry and DCR clean-up as they land)."""
 
 from __future__ import annotations
 
-import logging
-import time
-
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from caracal.db.locks import OUTBOX_PRUNE_LOCK_KEY
 from caracal.outbox import prune_delivered
 from caracal.settings import Settings
+from caracal_reaper.job import Job, Outcome
 
-log = logging.getLogger("caracal.reaper")
-
-PRUNE_BUDGET_S = 5.0
+PRUNE_BATCH = 5000
 
 
-async def prune_outbox(engine: AsyncEngine, settings: Settings) -> int:
-    """Delete delivered outbox rows past retention, batch by batch, for at most a few seconds."""
-    pruned = 0
-    deadline = time.monotonic() + PRUNE_BUDGET_S
-    while time.monotonic() < deadline:
-        async with engine.begin() as conn:
-            if not (
-                await conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": OUTBOX_PRUNE_LOCK_KEY})
-            ).scalar():
-                break
-            removed = await prune_delivered(conn, settings.outbox_retention_hours)
-        pruned += removed
-        if removed == 0:
-            break
-    if pruned:
-        log.info(
-            "outbox: pruned %d delivered events older than %d h", pruned, settings.outbox_retention_hours
-        )
-    return pruned
+async def prune_outbox_batch(conn: AsyncConnection, settings: Settings) -> Outcome:
+    """Delete one batch of outbox rows delivered longer ago than the retention period."""
+    removed = await prune_delivered(conn, settings.outbox_retention_hours, PRUNE_BATCH)
+    return Outcome(more=removed == PRUNE_BATCH, changed=removed)
+
+
+OUTBOX_PRUNE = Job("outbox-prune", OUTBOX_PRUNE_LOCK_KEY, budget_s=5.0, batch=prune_outbox_batch)
+
+JOBS = (OUTBOX_PRUNE,)
