@@ -80,7 +80,7 @@ class Settings:
     db_statement_timeout_ms: int = 15000
     outbox_poll_ms: int = 250
     outbox_batch: int = 32
-    outbox_batch_max: int = 1024
+    outbox_batch_max: int = 512
     outbox_max_attempts: int = 100
     outbox_stream_maxlen: int = 100_000
     outbox_retention_hours: int = 168
@@ -139,7 +139,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         db_statement_timeout_ms=reader.integer("CARACAL_DB_STATEMENT_TIMEOUT_MS", 15000, 0, 3_600_000),
         outbox_poll_ms=reader.integer("CARACAL_OUTBOX_POLL_MS", 250, 10, 600_000),
         outbox_batch=reader.integer("CARACAL_OUTBOX_BATCH", 32, 1, 10_000),
-        outbox_batch_max=reader.integer("CARACAL_OUTBOX_BATCH_MAX", 1024, 1, 10_000),
+        outbox_batch_max=reader.integer("CARACAL_OUTBOX_BATCH_MAX", 512, 1, 10_000),
         outbox_max_attempts=reader.integer("CARACAL_OUTBOX_MAX_ATTEMPTS", 100, 1, 1_000_000),
         outbox_stream_maxlen=reader.integer("CARACAL_OUTBOX_STREAM_MAXLEN", 100_000, 0, 10**9),
         outbox_retention_hours=reader.integer("CARACAL_OUTBOX_RETENTION_HOURS", 168, 0, 100_000),

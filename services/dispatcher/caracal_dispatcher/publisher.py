@@ -14,6 +14,8 @@ from caracal.events import hwm_key, stats_key, stream_entry
 # KEYS: stream, high-water mark, stats.
 # ARGV: maxlen, lag_ms, origin, and the batch as one JSON array of [txid, seq, [field, value, ...]]
 # (one argument instead of a dozen per entry: encoding arguments was the dispatcher's main cost).
+# Redis runs nothing else while the script runs: about 10 us an entry here (a bare XADD is 1.5 us;
+# cjson and redis.call are the rest), which is why CARACAL_OUTBOX_BATCH_MAX stays in the hundreds.
 # An entry at or below the mark was published before (a dispatcher died before marking it): skip it.
 # A mark written for another database (origin) says nothing about this one's transaction ids.
 PUBLISH_BATCH = """
@@ -23,17 +25,15 @@ if redis.call('HGET', KEYS[2], 'origin') == ARGV[3] then
   hseq = tonumber(redis.call('HGET', KEYS[2], 'seq') or '-1')
 end
 local maxlen = tonumber(ARGV[1])
-local trim = {}
-if maxlen > 0 then trim = {'MAXLEN', '~', maxlen} end
 local added, skipped = 0, 0
 for _, entry in ipairs(cjson.decode(ARGV[4])) do
   local tx, seq = tonumber(entry[1]), tonumber(entry[2])
   if tx > htx or (tx == htx and seq > hseq) then
-    local args = {KEYS[1]}
-    for _, part in ipairs(trim) do table.insert(args, part) end
-    table.insert(args, '*')
-    for _, part in ipairs(entry[3]) do table.insert(args, part) end
-    redis.call('XADD', unpack(args))
+    if maxlen > 0 then
+      redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', unpack(entry[3]))
+    else
+      redis.call('XADD', KEYS[1], '*', unpack(entry[3]))
+    end
     htx, hseq = tx, seq
     added = added + 1
   else
