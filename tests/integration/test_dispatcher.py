@@ -355,6 +355,15 @@ async def test_stream_is_trimmed_to_about_its_maxlen(
     assert (await stream_ids(redis, STREAM))[-1] == ids[-1]
 
 
+async def test_stream_without_maxlen_keeps_every_entry(
+    make_dispatcher: MakeDispatcher, engine: AsyncEngine, redis: Redis
+) -> None:
+    """With CARACAL_OUTBOX_STREAM_MAXLEN 0 nothing is trimmed: 300 events leave 300 entries."""
+    ids = await publish(engine, STREAM, [{"zone_id": "z", "n": i} for i in range(300)])
+    await make_dispatcher(outbox_stream_maxlen=0, outbox_batch=8, outbox_batch_max=64).iteration()
+    assert await stream_ids(redis, STREAM) == ids
+
+
 async def test_failed_publish_backs_off_exponentially_and_counts_only_real_tries(
     make_dispatcher: MakeDispatcher, engine: AsyncEngine, outage_client: Redis
 ) -> None:
