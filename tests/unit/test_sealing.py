@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from caracal.cli import _secrets_file
 from caracal.sealing import (
     SealedValueInvalid,
     ZoneKekMissing,
@@ -165,3 +166,12 @@ def test_zone_kek_can_come_from_a_file_and_never_shows_in_repr(tmp_path: Path) -
     assert settings.zone_kek == bytes.fromhex("ab" * 32)
     assert "ab" * 4 not in repr(settings)
     assert repr(settings.zone_kek)[2:-1] not in repr(settings)
+
+
+def test_caracal_up_generates_a_zone_kek_once_and_keeps_it(tmp_path: Path) -> None:
+    """`caracal up` writes ZONE_KEK into .caracal/secrets.env; the next start reads the same key."""
+    stored, generated = _secrets_file(tmp_path)
+    assert "ZONE_KEK" in generated
+    assert load_settings({"CARACAL_MODE": "dev", "ZONE_KEK": stored["ZONE_KEK"]}).zone_kek is not None
+    again, generated_again = _secrets_file(tmp_path)
+    assert (again["ZONE_KEK"], generated_again) == (stored["ZONE_KEK"], set())
