@@ -194,3 +194,20 @@ async def test_a_job_that_commits_events_wakes_the_dispatcher(
     assert report.events == 1
     assert await _next_message(wake_channel) == b"1"
     assert await _outbox_rows(engine) == 1  # committed by the time the hint is out
+
+
+async def test_a_failing_job_does_not_keep_the_others_from_running(
+    engine: AsyncEngine, redis: Redis, settings: Settings
+) -> None:
+    """The failure is logged and the job retried after the interval; the next job still runs now."""
+
+    async def broken(conn: AsyncConnection, settings: Settings) -> Outcome:
+        raise RuntimeError("job bug")
+
+    await _events(engine, 3, dispatched_hours_ago=500)
+    failing = Job("test-failing", OUTBOX_PRUNE_LOCK_KEY, budget_s=1.0, batch=broken)
+    reaper = Reaper(replace(settings, reaper_interval_ms=HOUR_MS), engine, redis, [failing, OUTBOX_PRUNE])
+    delay = await reaper.run_due()
+    assert await _outbox_rows(engine) == 0
+    assert delay > HOUR_MS / 1000 - DEADLINE_S
+    assert reaper.due[failing.name] - time.monotonic() > HOUR_MS / 1000 - DEADLINE_S
