@@ -11,6 +11,8 @@ from caracal.db.tables.outbox import event_outbox
 from caracal.events import CHANGES, Scalar
 from caracal.ids import new_id
 
+# built once; txid and seq come from the column defaults (the writing transaction, commit order)
+_INSERT = insert(event_outbox)
 WAKE_CHANNEL = "caracal:outbox:wake"
 
 
@@ -24,9 +26,8 @@ async def record_event(
     """Insert the event in the current transaction; it reaches its stream only if that commits."""
     outbox_id = new_id()
     await conn.execute(
-        insert(event_outbox).values(
-            id=outbox_id, stream_name=stream, payload_json=dict(payload), request_id=request_id
-        )
+        _INSERT,
+        {"id": outbox_id, "stream_name": stream, "payload_json": dict(payload), "request_id": request_id},
     )
     return outbox_id
 

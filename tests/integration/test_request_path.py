@@ -25,9 +25,9 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 BUDGETS = {
     "get_one": 1,
     "get_list": 1,
-    "post_zone_with_slug": 7,
-    "post_zone_generated_slug": 9,
-    "patch_zone": 8,
+    "post_zone_with_slug": 5,
+    "post_zone_generated_slug": 7,
+    "patch_zone": 6,
     "delete_zone": 5,
 }
 

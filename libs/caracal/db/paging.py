@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, Select, and_, or_
+from sqlalchemy import BindParameter, ColumnElement, Select, and_, bindparam, or_
 
 from caracal.errors import InvalidInput
 from caracal.ids import is_valid_param
@@ -63,6 +63,27 @@ def paged(
         ts, last_id = page.after
         query = query.where(or_(created_at < ts, and_(created_at == ts, row_id < last_id)))
     return query.order_by(created_at.desc(), row_id.desc()).limit(page.limit)
+
+
+class PagedQuery:
+    """A list query built once: the first page and the pages after a cursor, with bound parameters
+    (`limit`, and `after_ts`/`after_id`), so a request builds no SQL."""
+
+    def __init__(
+        self, query: Select[Any], created_at: ColumnElement[datetime], row_id: ColumnElement[str]
+    ) -> None:
+        ordered = query.order_by(created_at.desc(), row_id.desc()).limit(bindparam("limit"))
+        after_ts: BindParameter[datetime] = bindparam("after_ts")
+        after_id: BindParameter[str] = bindparam("after_id")
+        self.first = ordered
+        later = or_(created_at < after_ts, and_(created_at == after_ts, row_id < after_id))
+        self.after = ordered.where(later)
+
+    def statement(self, page: Page, **params: Any) -> tuple[Select[Any], dict[str, Any]]:
+        if page.after is None:
+            return self.first, {"limit": page.limit, **params}
+        ts, last_id = page.after
+        return self.after, {"limit": page.limit, "after_ts": ts, "after_id": last_id, **params}
 
 
 T = TypeVar("T")

@@ -11,6 +11,7 @@ from caracal.db.tables.audit import admin_audit_events
 from caracal.domain.context import Caller
 from caracal.ids import new_id
 
+_INSERT = insert(admin_audit_events)  # built once: the parameters carry the row
 RLS_PAYLOAD = {"rls_bypass": True, "rls_mode": "control_plane_wildcard", "rls_zone_guc": "*"}
 ENTITY_SEGMENTS = frozenset(
     {
@@ -92,9 +93,9 @@ def request_audit_row(caller: Caller, method: str, url: str, status_code: int) -
 async def insert_audit_rows(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
     """Rows from audit_row(), in one statement."""
     if len(rows) == 1:
-        await conn.execute(insert(admin_audit_events).values(**rows[0]))
+        await conn.execute(_INSERT, rows[0])
     elif rows:
-        await conn.execute(insert(admin_audit_events), rows)
+        await conn.execute(_INSERT, rows)
 
 
 async def record_audit(conn: AsyncConnection, caller: Caller, **fields: Any) -> None:

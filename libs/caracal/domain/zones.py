@@ -6,14 +6,15 @@ import re
 from typing import Annotated, Any, Literal
 
 import msgspec
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import bindparam, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from caracal.crypto import new_wrapped_dek
 from caracal.db.engine import after_commit, unique_violation_constraint
 from caracal.db.locks import ZONE_SLUG_PREFIX
-from caracal.db.paging import Listing, Page, listing, paged
+from caracal.db.paging import Listing, Page, PagedQuery, listing
 from caracal.db.tables.zones import ZONES_SLUG_KEY, zones
 from caracal.domain.audit import record_audit
 from caracal.domain.context import Caller
@@ -51,6 +52,23 @@ _COLUMNS = (
     zones.c.created_at,
     zones.c.updated_at,
 )
+
+
+_LIVE = select(*_COLUMNS).where(zones.c.id == bindparam("zone_id"), zones.c.archived_at.is_(None))
+_LIVE_FOR_UPDATE = _LIVE.with_for_update()
+_PAGE = PagedQuery(select(*_COLUMNS).where(zones.c.archived_at.is_(None)), zones.c.created_at, zones.c.id)
+_TAKEN_SLUGS = select(zones.c.slug).where(
+    (zones.c.slug == bindparam("base")) | zones.c.slug.startswith(bindparam("base_prefix"))
+)
+# a generated slug that another creator took meanwhile returns no row (no savepoint needed)
+_INSERT = pg_insert(zones).on_conflict_do_nothing(constraint=ZONES_SLUG_KEY).returning(*_COLUMNS)
+_ARCHIVE = (
+    update(zones)
+    .where(zones.c.id == bindparam("zone_id"), zones.c.archived_at.is_(None))
+    .values(archived_at=func.now(), updated_at=func.now())
+    .returning(zones.c.id)
+)
+_SLUG_LOCK = text("SELECT pg_advisory_xact_lock(hashtext(:key))")
 
 
 class Zone(Resource):
@@ -99,15 +117,12 @@ def first_free(base: str, taken: set[str]) -> str:
 
 
 async def list_zones(conn: AsyncConnection, page: Page) -> Listing[Zone]:
-    query = select(*_COLUMNS).where(zones.c.archived_at.is_(None))
-    rows = (await conn.execute(paged(query, zones.c.created_at, zones.c.id, page))).all()
+    rows = (await conn.execute(*_PAGE.statement(page))).all()
     return listing(rows, page, zone_wire)
 
 
 async def get_zone(conn: AsyncConnection, zone_id: str) -> Zone:
-    row = (
-        await conn.execute(select(*_COLUMNS).where(zones.c.id == zone_id, zones.c.archived_at.is_(None)))
-    ).first()
+    row = (await conn.execute(_LIVE, {"zone_id": zone_id})).first()
     if row is None:
         raise NotFound("zone_not_found", f"zone {zone_id} does not exist")
     return zone_wire(row)
@@ -115,8 +130,7 @@ async def get_zone(conn: AsyncConnection, zone_id: str) -> Zone:
 
 async def require_live_zone(conn: AsyncConnection, zone_id: str, *, lock: bool = False) -> Any:
     """The zone row, for create handlers: 404 zone_not_found when missing or archived."""
-    query = select(*_COLUMNS).where(zones.c.id == zone_id, zones.c.archived_at.is_(None))
-    row = (await conn.execute(query.with_for_update() if lock else query)).first()
+    row = (await conn.execute(_LIVE_FOR_UPDATE if lock else _LIVE, {"zone_id": zone_id})).first()
     if row is None:
         raise NotFound("zone_not_found", f"zone {zone_id} does not exist")
     return row
@@ -138,13 +152,11 @@ async def dcr_status(conn: AsyncConnection, zone_id: str) -> ZoneDcrStatus:
 
 
 async def _taken_slugs(conn: AsyncConnection, base: str) -> set[str]:
-    query = select(zones.c.slug).where((zones.c.slug == base) | zones.c.slug.startswith(f"{base}-"))
-    return set((await conn.execute(query)).scalars().all())
+    found = await conn.execute(_TAKEN_SLUGS, {"base": base, "base_prefix": f"{base}-"})
+    return set(found.scalars().all())
 
 
-async def create_zone(
-    conn: AsyncConnection, kek: KeyRing, data: ZoneCreate, caller: Caller
-) -> Zone:
+async def create_zone(conn: AsyncConnection, kek: KeyRing, data: ZoneCreate, caller: Caller) -> Zone:
     zone_id = new_id()
     dek, key_id = new_wrapped_dek(kek, zone_id)
     values = {
@@ -154,27 +166,25 @@ async def create_zone(
         "dek_ciphertext": dek,
         "kek_arn": key_id,
     }
-    base = slugify(data.name, "zone")
-    if not isinstance(data.slug, str):
-        # creators of one base slug take turns (until commit), so none exhausts its attempts
-        await conn.execute(
-            text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": ZONE_SLUG_PREFIX + base}
-        )
-    for _attempt in range(3):
-        slug = data.slug if isinstance(data.slug, str) else first_free(base, await _taken_slugs(conn, base))
-        try:
-            async with conn.begin_nested():
-                row = (
-                    await conn.execute(insert(zones).values(slug=slug, **values).returning(*_COLUMNS))
-                ).one()
-            break
-        except IntegrityError as exc:
-            if unique_violation_constraint(exc) != ZONES_SLUG_KEY or isinstance(data.slug, str):
-                raise _slug_conflict(exc, slug) from exc
+    if isinstance(data.slug, str):
+        row = (await conn.execute(_INSERT, {"slug": data.slug, **values})).first()
+        if row is None:
+            raise Conflict("zone_slug_conflict", f"slug {data.slug!r} is taken")
     else:
-        raise Conflict("zone_slug_conflict", "could not find a free slug; give one")
+        row = await _insert_with_free_slug(conn, slugify(data.name, "zone"), values)
     await _zone_changed(conn, "zone.created", zone_id, caller)
     return zone_wire(row)
+
+
+async def _insert_with_free_slug(conn: AsyncConnection, base: str, values: dict[str, Any]) -> Any:
+    # creators of one base slug take turns (until commit), so none exhausts its attempts
+    await conn.execute(_SLUG_LOCK, {"key": ZONE_SLUG_PREFIX + base})
+    for _attempt in range(3):
+        slug = first_free(base, await _taken_slugs(conn, base))
+        row = (await conn.execute(_INSERT, {"slug": slug, **values})).first()
+        if row is not None:
+            return row
+    raise Conflict("zone_slug_conflict", "could not find a free slug; give one")
 
 
 def _slug_conflict(exc: IntegrityError, slug: str) -> Exception:
@@ -197,16 +207,15 @@ async def update_zone(conn: AsyncConnection, zone_id: str, data: ZoneUpdate, cal
     zone = await require_live_zone(conn, zone_id, lock=True)
     if data.dcr_enabled is False and (zone.dcr_enabled or shutdown is not None):
         await _shut_down_dcr(conn, zone_id, shutdown, caller)
-    try:
-        async with conn.begin_nested():
-            row = (
-                await conn.execute(
-                    update(zones)
-                    .where(zones.c.id == zone_id)
-                    .values(**changes, updated_at=func.now())
-                    .returning(*_COLUMNS)
-                )
-            ).one()
+    try:  # a taken slug fails the statement and so the transaction: no savepoint to keep
+        row = (
+            await conn.execute(
+                update(zones)
+                .where(zones.c.id == zone_id)
+                .values(**changes, updated_at=func.now())
+                .returning(*_COLUMNS)
+            )
+        ).one()
     except IntegrityError as exc:
         raise _slug_conflict(exc, str(changes.get("slug"))) from exc
     await _zone_changed(conn, "zone.updated", zone_id, caller)
@@ -241,12 +250,7 @@ async def _shut_down_dcr(conn: AsyncConnection, zone_id: str, mode: str | None, 
 
 
 async def delete_zone(conn: AsyncConnection, zone_id: str, caller: Caller) -> None:
-    result = await conn.execute(
-        update(zones)
-        .where(zones.c.id == zone_id, zones.c.archived_at.is_(None))
-        .values(archived_at=func.now(), updated_at=func.now())
-        .returning(zones.c.id)
-    )
+    result = await conn.execute(_ARCHIVE, {"zone_id": zone_id})
     if result.first() is None:
         raise NotFound("zone_not_found", f"zone {zone_id} does not exist")
     after_commit(conn, f"zone:{zone_id}")  # its zone-scoped tokens stop working everywhere

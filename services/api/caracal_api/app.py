@@ -73,7 +73,8 @@ def create_app(
     settings: Settings, resources: Resources | None = None, tracer: Tracer | None = None
 ) -> ASGIApp:
     """The ASGI app; `resources` may be given by tests that share one engine, `tracer` by tests that
-    read spans (by default the process's tracer: a no-op unless OTEL_TRACES_EXPORTER is set)."""
+    read spans (by default the process's tracer when OTEL_TRACES_EXPORTER is set; none otherwise,
+    so an untraced request does not pay for a no-op span)."""
     res = resources or build_resources(settings)
     http_metrics = HttpMetrics()
 
@@ -114,7 +115,9 @@ def create_app(
         debug=False,
         logging_config=None,
     )
-    return RequestContext(app, res, http_metrics, tracer or trace.get_tracer("caracal.api"))
+    if tracer is None and settings.otel_traces_exporter != "none":
+        tracer = trace.get_tracer("caracal.api")
+    return RequestContext(app, res, http_metrics, tracer)
 
 
 def _state(res: Resources, http_metrics: HttpMetrics) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 import uuid
@@ -60,7 +61,9 @@ def _describe(span: Span, method: str, route: str, status: int, request_id: str)
 class RequestContext:
     """Wraps the whole app, so unmatched routes get the same headers as matched ones."""
 
-    def __init__(self, app: ASGIApp, resources: Resources, metrics: HttpMetrics, tracer: Tracer) -> None:
+    def __init__(
+        self, app: ASGIApp, resources: Resources, metrics: HttpMetrics, tracer: Tracer | None
+    ) -> None:
         self.app = app
         self.resources = resources
         self.metrics = metrics
@@ -88,15 +91,21 @@ class RequestContext:
                 message["headers"] = headers
             await send(message)
 
-        with self.tracer.start_as_current_span(
-            scope["method"], context=_incoming_trace(scope), kind=SpanKind.SERVER
-        ) as span:
+        tracing = (
+            self.tracer.start_as_current_span(
+                scope["method"], context=_incoming_trace(scope), kind=SpanKind.SERVER
+            )
+            if self.tracer is not None
+            else contextlib.nullcontext(None)
+        )
+        with tracing as span:
             try:
                 await self.app(asgi_scope, receive, send_with_headers)
             finally:
                 template = str(scope.get("path_template", "unmatched"))
                 self.metrics.observe(scope["method"], template, status, time.perf_counter() - started)
-                _describe(span, scope["method"], template, status, request_id)
+                if span is not None:
+                    _describe(span, scope["method"], template, status, request_id)
                 if is_v1 and _needs_queued_audit(scope, status):
                     self.resources.audit.offer(request_row(scope, status))
 
