@@ -9,10 +9,13 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from caracal.settings import Settings, SettingsError, load_settings
@@ -20,6 +23,9 @@ from caracal.settings import Settings, SettingsError, load_settings
 SERVICES = {"api": "caracal_api", "dispatcher": "caracal_dispatcher", "reaper": "caracal_reaper"}
 COMMANDS = (*SERVICES, "migrate", "up")
 GENERATED_SECRETS = ("CARACAL_KEK", "STREAMS_HMAC_KEY", "CARACAL_ADMIN_TOKEN", "ZONE_KEK")
+
+
+TAIL_LINES = 8  # a dead child's last lines, repeated after the news of its exit
 
 
 def say(message: str) -> None:
@@ -131,8 +137,45 @@ def run_up() -> int:
         say("stopped")
 
 
+@dataclass
+class Child:
+    """A service process of `caracal up`; its output is relayed, and its last lines kept."""
+
+    name: str
+    process: subprocess.Popen[str]
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
+    relay: threading.Thread | None = None
+
+    def relay_output(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            self.tail.append(line.rstrip("\n"))
+
+    def exit_story(self) -> list[str]:
+        """How it ended (exit code or signal) and, since that may not say why, its last lines."""
+        if self.relay is not None:
+            self.relay.join(timeout=2)  # its last lines may still be in the pipe
+        lines = [f"{self.name} {describe_exit(self.process.returncode)}; stopping the rest"]
+        if self.tail:
+            lines.append(f"{self.name}'s last output:")
+            lines.extend(f"    {line}" for line in self.tail)
+        return lines
+
+
+def describe_exit(returncode: int) -> str:
+    """`exited with code N`, or `was killed by SIGNAME` (Popen reports a signal as -N)."""
+    if returncode >= 0:
+        return f"exited with code {returncode}"
+    try:
+        return f"was killed by {signal.Signals(-returncode).name}"
+    except ValueError:
+        return f"was killed by signal {-returncode}"
+
+
 def _supervise(settings: Settings, env: dict[str, str]) -> int:
-    children = {name: _spawn(module, env) for name, module in SERVICES.items()}
+    children = {name: _spawn(name, module, env) for name, module in SERVICES.items()}
     stopping = False
 
     def request_stop(signum: int, _frame: object) -> None:
@@ -145,9 +188,10 @@ def _supervise(settings: Settings, env: dict[str, str]) -> int:
         if _wait_ready(settings.port, children, lambda: stopping):
             _print_summary(settings, env)
         while not stopping:
-            exited = [name for name, child in children.items() if child.poll() is not None]
+            exited = [child for child in children.values() if child.process.poll() is not None]
             if exited:
-                say(f"{', '.join(exited)} exited; stopping the rest")
+                for line in (line for child in exited for line in child.exit_story()):
+                    say(line)
                 return 1
             time.sleep(0.2)
         return 0
@@ -156,18 +200,22 @@ def _supervise(settings: Settings, env: dict[str, str]) -> int:
         _terminate(children, settings.shutdown_timeout_ms / 1000 + 5)
 
 
-def _spawn(module: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    say(f"starting {module}")
-    return subprocess.Popen([sys.executable, "-m", module], env=env)
+def _spawn(name: str, module: str, env: dict[str, str]) -> Child:
+    process = subprocess.Popen(
+        [sys.executable, "-m", module], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    say(f"started {module} (pid {process.pid})")
+    child = Child(name, process)
+    child.relay = threading.Thread(target=child.relay_output, name=f"relay-{name}", daemon=True)
+    child.relay.start()
+    return child
 
 
-def _wait_ready(
-    port: int, children: dict[str, subprocess.Popen[bytes]], stopping: Callable[[], bool]
-) -> bool:
+def _wait_ready(port: int, children: dict[str, Child], stopping: Callable[[], bool]) -> bool:
     say("waiting for the API to become ready (migrations run first)")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not stopping():
-        if any(child.poll() is not None for child in children.values()):
+        if any(child.process.poll() is not None for child in children.values()):
             return False
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as response:
@@ -179,17 +227,17 @@ def _wait_ready(
     return False
 
 
-def _terminate(children: dict[str, subprocess.Popen[bytes]], grace: float) -> None:
+def _terminate(children: dict[str, Child], grace: float) -> None:
     for child in children.values():
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
+        if child.process.poll() is None:
+            child.process.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + grace
     for child in children.values():
         try:
-            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+            child.process.kill()
+            child.process.wait()
 
 
 def _print_summary(settings: Settings, env: dict[str, str]) -> None:

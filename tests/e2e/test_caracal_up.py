@@ -143,3 +143,45 @@ def test_make_up_uses_the_servers_it_is_given(tmp_path: Path, servers: Servers, 
     assert "CARACAL_ADMIN_TOKEN: taken from the environment" in up.output
     assert up.admin_token() == "cat_given_token_for_the_test"
     assert request(port, "GET", "/v1/zones", "cat_given_token_for_the_test") == []
+
+
+@pytest.mark.parametrize(
+    ("sig", "news", "last_line"),
+    [
+        (signal.SIGKILL, "dispatcher was killed by SIGKILL; stopping the rest", None),
+        (signal.SIGTERM, "dispatcher exited with code 0; stopping the rest", "dispatcher stopped"),
+    ],
+)
+def test_make_up_says_how_a_service_ended_and_what_it_said_last(
+    tmp_path: Path, servers: Servers, ups: list[Up], sig: signal.Signals, news: str, last_line: str | None
+) -> None:
+    """A service that dies stops `caracal up` (exit 1) with its exit code or signal and its last lines."""
+    import asyncio
+
+    from tests.conftest import recreate_database
+
+    name = f"caracal_up_{sig.name.lower()}"
+    asyncio.run(recreate_database(servers, name))
+    up = Up(
+        up_env(
+            tmp_path / "data",
+            free_port(),
+            DATABASE_URL=servers.postgres_url.rpartition("/")[0] + f"/{name}",
+            REDIS_URL=servers.redis_url,
+        )
+    )
+    ups.append(up)
+    up.wait_for("Caracal control plane is up")
+    found = re.search(r"started caracal_dispatcher \(pid (\d+)\)", up.output)
+    assert found, up.output
+    os.kill(int(found.group(1)), sig)
+    assert up.process.wait(timeout=60) == 1
+    up.wait_for("==> stopped", timeout=10)
+    lines = up.output.splitlines()
+    assert f"==> {news}" in lines, up.output[-3000:]
+    tail = lines[lines.index(f"==> {news}") + 1 :]
+    assert tail[0] == "==> dispatcher's last output:", up.output[-3000:]
+    told = tail[1 : tail.index("==> stopping api, dispatcher and reaper")]
+    assert told and all(line.startswith("==>     ") for line in told), up.output[-3000:]
+    if last_line is not None:
+        assert last_line in told[-1], up.output[-3000:]
