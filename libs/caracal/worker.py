@@ -49,6 +49,7 @@ async def poll_loop(
 ) -> None:
     """Call `iteration` (which returns how long to wait) until stopped; a failure is logged and retried."""
     events = [stop.event] + ([wake] if wake else [])
+    log.info("%s: poll loop started", name)
     while not stop.is_set:
         if wake is not None:
             wake.clear()
