@@ -83,6 +83,7 @@ class Drain:
     prefill_s: float
     startup_s: float  # spawn until the first batch was out (imports, connections, 1st batch)
     drain_s: float  # first batch out until the last row was marked dispatched
+    script_ms: float  # Redis time per publish-script call: Redis serves no one else meanwhile
     cpu: dict[str, float] = field(default_factory=dict)  # % of one core, spawn until drained
 
     @property
@@ -199,11 +200,17 @@ async def _check_stream(bench: BenchEnv, redis: Redis, expected: int) -> None:
             raise BenchError(f"entry {entry_id!r} has a bad _sig")
 
 
+async def _script_ms(redis: Redis) -> float:
+    stats = (await redis.info("commandstats")).get("cmdstat_evalsha", {})
+    return float(stats.get("usec_per_call", 0.0)) / 1000
+
+
 async def _drain(bench: BenchEnv, run: Run) -> Drain:
     await reset(bench, CHANGES)
     prefill_s = await _prefill(bench, run.events)
     redis, conn = bench.redis(), await bench.connect()
     try:
+        await redis.config_resetstat()
         with running_dispatcher(bench, run.tag, **run.overrides) as dispatcher:
             meter = CpuMeter({"dispatcher": process_sampler(dispatcher.pid), **server_samplers(bench)})
             meter.start()
@@ -211,11 +218,13 @@ async def _drain(bench: BenchEnv, run: Run) -> Drain:
             cpu = meter.percent()
         finished = await conn.fetchrow(FINISHED)
         await _check_stream(bench, redis, finished["dispatched"])
+        script_ms = await _script_ms(redis)
     finally:
         await redis.aclose()
         await conn.close()
     events, first_at, last_at = finished["dispatched"], finished["first_at"], finished["last_at"]
-    return Drain(run, events, prefill_s, first_at - dispatcher.spawned_at, last_at - first_at, cpu)
+    startup_s, drain_s = first_at - dispatcher.spawned_at, last_at - first_at
+    return Drain(run, events, prefill_s, startup_s, drain_s, script_ms, cpu)
 
 
 def _report(drain: Drain, baseline: float) -> list[str]:
@@ -229,7 +238,8 @@ def _report(drain: Drain, baseline: float) -> list[str]:
         f"{name}: with process start-up ({drain.startup_s:.2f} s to the first batch) "
         f"{drain.total_rate:,.0f} events/s, ratio {ratio(drain.total_rate, baseline)}",
         f"{name}: CPU while draining, % of one core: "
-        + ", ".join(f"{group} {percent:.0f} %" for group, percent in drain.cpu.items()),
+        + ", ".join(f"{group} {percent:.0f} %" for group, percent in drain.cpu.items())
+        + f"; Redis {drain.script_ms:.2f} ms per publish script call",
     ]
     if drain.run.events >= 1_000_000:
         met = "met" if drain.complete and drain.drain_s < TARGET_BACKLOG_S else "NOT met"
