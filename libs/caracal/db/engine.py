@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TypeVar
@@ -78,13 +79,23 @@ async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A read on one pooled connection in autocommit: each statement is its own round trip, with no
     BEGIN/ROLLBACK around it. Driver errors become CaracalErrors."""
     try:
-        async with engine.connect() as conn:
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
+        async with _autocommit(engine).connect() as conn:
             yield conn
     except CaracalError:
         raise
     except Exception as exc:
         raise _meaning(exc) from exc
+
+
+_AUTOCOMMIT: weakref.WeakKeyDictionary[AsyncEngine, AsyncEngine] = weakref.WeakKeyDictionary()
+
+
+def _autocommit(engine: AsyncEngine) -> AsyncEngine:
+    """The engine's autocommit view (same pool), made once: per checkout it costs less than an option."""
+    view = _AUTOCOMMIT.get(engine)
+    if view is None:
+        view = _AUTOCOMMIT[engine] = engine.execution_options(isolation_level="AUTOCOMMIT")
+    return view
 
 
 async def read_retried(engine: AsyncEngine, read: Callable[[AsyncConnection], Awaitable[R]]) -> R:

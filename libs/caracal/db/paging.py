@@ -10,7 +10,9 @@ from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import BindParameter, ColumnElement, Select, and_, bindparam, or_
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from caracal.db.query import Query
 from caracal.errors import InvalidInput
 from caracal.ids import is_valid_param
 from caracal.timefmt import iso_us, parse_iso
@@ -79,11 +81,18 @@ class PagedQuery:
         later = or_(created_at < after_ts, and_(created_at == after_ts, row_id < after_id))
         self.after = ordered.where(later)
 
+        self._first, self._after = Query(self.first), Query(self.after)
+
     def statement(self, page: Page, **params: Any) -> tuple[Select[Any], dict[str, Any]]:
         if page.after is None:
             return self.first, {"limit": page.limit, **params}
         ts, last_id = page.after
         return self.after, {"limit": page.limit, "after_ts": ts, "after_id": last_id, **params}
+
+    async def rows(self, conn: AsyncConnection, page: Page, **params: Any) -> list[Any]:
+        """The page's rows (on the driver connection in autocommit; see caracal.db.query)."""
+        statement, values = self.statement(page, **params)
+        return await (self._first if statement is self.first else self._after).rows(conn, values)
 
 
 T = TypeVar("T")

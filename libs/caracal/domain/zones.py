@@ -15,6 +15,7 @@ from caracal.crypto import new_wrapped_dek
 from caracal.db.engine import after_commit, unique_violation_constraint
 from caracal.db.locks import ZONE_SLUG_PREFIX
 from caracal.db.paging import Listing, Page, PagedQuery, listing
+from caracal.db.query import Query
 from caracal.db.tables.zones import ZONES_SLUG_KEY, zones
 from caracal.domain.audit import record_audit
 from caracal.domain.context import Caller
@@ -56,6 +57,7 @@ _COLUMNS = (
 
 _LIVE = select(*_COLUMNS).where(zones.c.id == bindparam("zone_id"), zones.c.archived_at.is_(None))
 _LIVE_FOR_UPDATE = _LIVE.with_for_update()
+_GET = Query(_LIVE)
 _PAGE = PagedQuery(select(*_COLUMNS).where(zones.c.archived_at.is_(None)), zones.c.created_at, zones.c.id)
 _TAKEN_SLUGS = select(zones.c.slug).where(
     (zones.c.slug == bindparam("base")) | zones.c.slug.startswith(bindparam("base_prefix"))
@@ -117,12 +119,11 @@ def first_free(base: str, taken: set[str]) -> str:
 
 
 async def list_zones(conn: AsyncConnection, page: Page) -> Listing[Zone]:
-    rows = (await conn.execute(*_PAGE.statement(page))).all()
-    return listing(rows, page, zone_wire)
+    return listing(await _PAGE.rows(conn, page), page, zone_wire)
 
 
 async def get_zone(conn: AsyncConnection, zone_id: str) -> Zone:
-    row = (await conn.execute(_LIVE, {"zone_id": zone_id})).first()
+    row = await _GET.first(conn, {"zone_id": zone_id})
     if row is None:
         raise NotFound("zone_not_found", f"zone {zone_id} does not exist")
     return zone_wire(row)

@@ -14,7 +14,7 @@ from litestar.exceptions import ValidationException
 from litestar.params import FromQuery, Parameter
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from caracal.db.engine import reading
+from caracal.db.engine import read_retried
 from caracal.db.paging import Listing, Page, decode_cursor
 from caracal.domain.context import Caller
 from caracal.domain.wire import NO_NUL, Text
@@ -99,8 +99,7 @@ async def listed(
     fetch: Callable[[AsyncConnection, Page], Awaitable[Listing[T]]],
 ) -> Response[list[T]]:
     """A standard list route: one read, the bare array and its Link header."""
-    async with reading(engine) as conn:
-        result = await fetch(conn, page)
+    result = await read_retried(engine, lambda conn: fetch(conn, page))
     return list_response(request, page, result)
 
 

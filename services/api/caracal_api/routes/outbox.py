@@ -8,7 +8,6 @@ from litestar import Controller, Request, Response, get, post
 from litestar.di import Provide
 from litestar.params import FromPath, FromQuery, JSONBody
 
-from caracal.db.engine import reading
 from caracal.domain import dead_letters
 from caracal.domain.dead_letters import OutboxEvent, RequeueDead, RequeueResult
 from caracal.domain.wire import Text
@@ -55,8 +54,7 @@ class OutboxController(Controller):
 
     @get("/{event_id:str}", summary="One outbox event and its delivery state")
     async def get_event(self, event_id: FromPath[str], res: ResourcesDep) -> OutboxEvent:
-        async with reading(res.engine) as conn:
-            return await dead_letters.get_outbox_event(conn, event_id)
+        return await res.read(lambda conn: dead_letters.get_outbox_event(conn, event_id))
 
     @post(
         "/{event_id:str}/requeue",

@@ -8,7 +8,6 @@ from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.di import Provide
 from litestar.params import FromPath, JSONBody
 
-from caracal.db.engine import reading
 from caracal.domain import zones
 from caracal.domain.zones import Zone, ZoneCreate, ZoneDcrStatus, ZoneUpdate
 from caracal_api.openapi import problems
@@ -48,13 +47,11 @@ class ZoneController(Controller):
 
     @get("/{zone_id:str}", summary="Get a zone")
     async def get_zone(self, zone_id: FromPath[str], res: ResourcesDep) -> Zone:
-        async with reading(res.engine) as conn:
-            return await zones.get_zone(conn, zone_id)
+        return await res.read(lambda conn: zones.get_zone(conn, zone_id))
 
     @get("/{zone_id:str}/dcr-status", summary="DCR switch and live DCR applications of a zone")
     async def dcr_status(self, zone_id: FromPath[str], res: ResourcesDep) -> ZoneDcrStatus:
-        async with reading(res.engine) as conn:
-            return await zones.dcr_status(conn, zone_id)
+        return await res.read(lambda conn: zones.dcr_status(conn, zone_id))
 
     @patch(
         "/{zone_id:str}",
