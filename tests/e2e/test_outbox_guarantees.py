@@ -29,6 +29,7 @@ from tests.support import Servers, Service, service_env, start_service
 
 DELIVERY_TIMEOUT_S = 60.0
 KILLS = 12
+MIN_COMMITTED = 300  # transactions a run needs before its verdict means anything
 
 
 # --- real servers and processes --------------------------------------------------------------------
@@ -123,6 +124,15 @@ async def wait_until(
     raise AssertionError(f"{what}: not within {within:.1f}s (last error {last_error!r})\n{fleet.tails()}")
 
 
+def writes_since(workload: Workload, moment: float, count: int = 10) -> Callable[[], Awaitable[bool]]:
+    """A check for wait_until: more than `count` transactions committed after `moment`."""
+
+    async def grown() -> bool:
+        return workload.committed_since(moment) > count
+
+    return grown
+
+
 async def wait_for_progress(setup: Setup, since: int, fleet: Fleet, workload: Workload) -> None:
     async def grown() -> bool:
         if await published_count(setup) > since:
@@ -133,7 +143,9 @@ async def wait_for_progress(setup: Setup, since: int, fleet: Fleet, workload: Wo
 
 
 async def verify_delivery(setup: Setup, workload: Workload, fleet: Fleet) -> Verdict:
-    """Stop writing, wait until Postgres has nothing undelivered, then check the streams."""
+    """Once there is load enough to prove anything, stop writing, wait until Postgres has nothing
+    undelivered, then check the streams."""
+    await wait_until("enough load", writes_since(workload, 0.0, MIN_COMMITTED), DELIVERY_TIMEOUT_S, fleet)
     await workload.stop()
 
     async def drained() -> bool:
@@ -151,7 +163,7 @@ async def verify_delivery(setup: Setup, workload: Workload, fleet: Fleet) -> Ver
     assert verdict.ok, f"seed {workload.seed}: {verdict.report()}\n{fleet.tails()}"
     never = {i for t in workload.history if t.outcome in ("rolled_back", "failed") for _, i in t.events}
     assert never.isdisjoint(stored), "a transaction that did not commit left rows behind"
-    assert verdict.committed >= 300, f"too little load to prove anything: {verdict.report()}"
+    assert verdict.committed >= MIN_COMMITTED, f"too little load to prove anything: {verdict.report()}"
     return verdict
 
 
@@ -274,7 +286,7 @@ async def test_redis_outage_delays_but_loses_and_repeats_nothing(
         await asyncio.to_thread(private_redis.start)
         await setup.redis.connection_pool.disconnect()  # its connections died with the server
         assert workload.committed_since(outage) > 10, "no writes during the outage"
-        await asyncio.sleep(1.5)
+        await wait_until("writes after the restart", writes_since(workload, time.monotonic()), 30, fleet)
         await verify_delivery(setup, workload, fleet)
         async with setup.engine.connect() as conn:
             query = text("SELECT count(*) FROM event_outbox WHERE attempts > 1")
@@ -298,8 +310,7 @@ async def test_postgres_restart_loses_and_repeats_nothing(
         await asyncio.sleep(1.0)
         await asyncio.to_thread(private_postgres.restart)
         back = time.monotonic()
-        await asyncio.sleep(2.5)
-        assert workload.committed_since(back) > 10, "no writes after the restart"
+        await wait_until("writes after the restart", writes_since(workload, back), 30, fleet)
         verdict = await verify_delivery(setup, workload, fleet)
         outcomes = Counter(t.outcome for t in workload.history)
         assert outcomes["unknown"] + outcomes["failed"], f"the restart interrupted no transaction: {outcomes}"
@@ -336,9 +347,12 @@ async def test_streams_have_one_publisher_among_three_and_a_killed_ones_are_take
         for n in range(3):
             fleet.start(setup.env, f"fleet{n}")
         await wait_for_progress(setup, 0, fleet, workload)
-        await asyncio.sleep(2.0)
+
+        async def every_stream_owned() -> bool:
+            return sorted(await owners(setup.engine)) == sorted(setup.streams)
+
+        await wait_until("every stream has a publisher", every_stream_owned, 20, fleet)
         runs = await owners(setup.engine)
-        assert sorted(runs) == sorted(setup.streams)
         assert all(len(run) == 1 for run in runs.values()), f"streams published by several: {runs}"
         victim = runs[setup.streams[0]][0]
         last = {s: (await setup.redis.xrevrange(s, count=1))[0][0].decode() for s in setup.streams}
@@ -354,7 +368,7 @@ async def test_streams_have_one_publisher_among_three_and_a_killed_ones_are_take
         deadline = 5.0 - (time.monotonic() - killed)
         await wait_until("delivery after the kill", markers_published, deadline, fleet, every=0.02)
         took = time.monotonic() - killed
-        await asyncio.sleep(1.0)
+        await wait_until("writes after the takeover", writes_since(workload, killed), 20, fleet)
         await verify_delivery(setup, workload, fleet)
         runs = await owners(setup.engine)
         for stream, run in runs.items():
