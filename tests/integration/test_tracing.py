@@ -1,6 +1,12 @@
-"""Request spans: one server span per request, joined to the caller's W3C trace."""
+"""Request spans: one server span per request, joined to the caller's W3C trace; exporters."""
 
+import http.server
+import os
+import subprocess
+import sys
+import threading
 from collections.abc import AsyncIterator
+from typing import ClassVar
 
 import httpx
 import pytest_asyncio
@@ -64,7 +70,56 @@ async def test_request_without_trace_starts_its_own_and_errors_are_marked(
 
 
 def test_exporter_choice_follows_otel_traces_exporter() -> None:
-    """`console` prints spans; `none` traces nothing; `otlp` without its package is off, not a crash."""
+    """`console` prints spans, `otlp` sends them over OTLP/HTTP, `none` traces nothing."""
     assert type(_exporter("console")).__name__ == "ConsoleSpanExporter"
+    assert type(_exporter("otlp")).__name__ == "OTLPSpanExporter"
     assert _exporter("none") is None
-    assert _exporter("otlp") is None
+
+
+class _Receiver(http.server.BaseHTTPRequestHandler):
+    """An OTLP/HTTP endpoint: keeps what is posted to it."""
+
+    received: ClassVar[list[tuple[str, str, bytes]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("content-length", "0")))
+        self.received.append((self.path, self.headers.get("content-type", ""), body))
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+EMIT_ONE_SPAN = """
+from opentelemetry import trace
+from caracal.telemetry import configure_tracing
+configure_tracing("probe", "otlp")
+with trace.get_tracer("probe").start_as_current_span("probe-span-7f3a"):
+    pass
+trace.get_tracer_provider().shutdown()
+"""
+
+
+def test_otlp_exporter_sends_the_process_spans_to_the_configured_endpoint() -> None:
+    """OTEL_TRACES_EXPORTER=otlp: a span of the process reaches OTEL_EXPORTER_OTLP_ENDPOINT."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = {
+            **os.environ,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.server_address[1]}",
+            "OTEL_BSP_SCHEDULE_DELAY": "50",
+        }
+        done = subprocess.run(
+            [sys.executable, "-c", EMIT_ONE_SPAN], env=env, capture_output=True, timeout=60, check=False
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 0, done.stderr.decode()
+    [(path, content_type, body)] = _Receiver.received
+    assert (path, content_type) == ("/v1/traces", "application/x-protobuf")
+    assert b"probe-span-7f3a" in body and b"caracal-probe" in body  # span name, service.name
