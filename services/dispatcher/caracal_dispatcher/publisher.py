@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from redis.asyncio import Redis
@@ -56,8 +55,9 @@ def _flat(fields: dict[str, str]) -> list[str]:
     return [part for item in fields.items() for part in item]
 
 
-@dataclass(frozen=True, slots=True)
-class PendingEvent:
+class PendingEvent(NamedTuple):
+    """One outbox row on its way out (a tuple: built once per event, it costs a third of a dataclass)."""
+
     id: str
     txid: int
     seq: int
