@@ -42,7 +42,7 @@ async def test_request_with_a_made_up_method_adds_no_metrics_label(client: httpx
     body = (await client.get("/metrics")).text
     methods = set(re.findall(r'^caracal_api_http_requests_total\{method="([^"]*)"', body, re.M))
     assert methods <= {"GET", "other"}, methods
-    assert re.search(r'^caracal_api_http_requests_total\{method="other",[^}]*\} 3$', body, re.M), body
+    assert re.search(r'^caracal_api_http_requests_total\{method="other",[^}]*\} 3(\.0)?$', body, re.M), body
 
 
 def test_http_metrics_keep_known_methods_and_fold_the_rest() -> None:
@@ -50,7 +50,9 @@ def test_http_metrics_keep_known_methods_and_fold_the_rest() -> None:
     metrics = HttpMetrics()
     for method in ("GET", "PATCH", "get", "FOO", "A" * 1000):
         metrics.observe(method, "/health", 200, 0.001)
-    assert sorted({method for method, _route, _status in metrics.requests}) == ["GET", "PATCH", "other"]
+    rendered = "\n".join(metrics.render())
+    labels = set(re.findall(r'^caracal_api_http_requests_total\{method="([^"]*)"', rendered, re.M))
+    assert sorted(labels) == ["GET", "PATCH", "other"]
 
 
 async def test_metrics_bearer_with_non_ascii_characters_is_refused_not_crashed(resources: Resources) -> None:

@@ -77,6 +77,7 @@ def create_app(
     so an untraced request does not pay for a no-op span)."""
     res = resources or build_resources(settings)
     http_metrics = HttpMetrics()
+    res.audit.on_drop = http_metrics.audit_dropped.inc
 
     @asynccontextmanager
     async def lifespan(_app: Litestar) -> AsyncIterator[None]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -40,12 +41,14 @@ class AuditQueue:
         self.lost = 0  # rows the database did not take
         self.written = 0
         self.writer: asyncio.Task[None] | None = None
+        self.on_drop: Callable[[], None] = lambda: None  # the app counts drops in /metrics
 
     def offer(self, row: dict[str, Any]) -> None:
         try:
             self.queue.put_nowait(row)
         except asyncio.QueueFull:
             self.dropped += 1
+            self.on_drop()
 
     async def run(self) -> None:
         """Write batch after batch until cancelled."""

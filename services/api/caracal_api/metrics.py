@@ -1,10 +1,23 @@
-"""Prometheus text exposition: HTTP counters of this process, outbox gauges and dispatch counters."""
+"""Prometheus text exposition: HTTP counters of every worker, outbox gauges and dispatch counters."""
 
 from __future__ import annotations
 
-from collections import defaultdict
+import os
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    multiprocess,
+)
+
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+cast("Any", disable_created_metrics)()  # no `_created` series beside every counter (untyped upstream)
 
 
 def _labels(**labels: str) -> str:
@@ -25,25 +38,48 @@ def method_label(method: str) -> str:
 
 
 class HttpMetrics:
+    """Request counters and latency histograms (prometheus-client). Under the supervisor each worker
+    writes its values to PROMETHEUS_MULTIPROC_DIR and any worker's /metrics adds them all up."""
+
     def __init__(self) -> None:
-        self.requests: dict[tuple[str, str, int], int] = defaultdict(int)
-        self.seconds: dict[tuple[str, str], float] = defaultdict(float)
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "caracal_api_http_requests",
+            "HTTP requests answered, by route template and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.seconds = Counter(
+            "caracal_api_http_request_seconds",
+            "Time spent answering, by route.",
+            ["method", "route"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "caracal_api_http_request_duration_seconds",
+            "Latency of answers, by route.",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.audit_dropped = Counter(
+            "caracal_api_audit_dropped",
+            "Audit rows of failed requests dropped because the audit queue was full.",
+            registry=self.registry,
+        )
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         method = method_label(method)
-        self.requests[(method, route, status)] += 1
-        self.seconds[(method, route)] += seconds
+        self.requests.labels(method, route, str(status)).inc()
+        self.seconds.labels(method, route).inc(seconds)
+        self.latency.labels(method, route).observe(seconds)
 
     def render(self) -> Iterable[str]:
-        yield "# HELP caracal_api_http_requests_total HTTP requests answered by this process."
-        yield "# TYPE caracal_api_http_requests_total counter"
-        for (method, route, status), count in sorted(self.requests.items()):
-            labels = _labels(method=method, route=route, status=str(status))
-            yield f"caracal_api_http_requests_total{labels} {count}"
-        yield "# HELP caracal_api_http_request_seconds_total Time spent answering, by route."
-        yield "# TYPE caracal_api_http_request_seconds_total counter"
-        for (method, route), total in sorted(self.seconds.items()):
-            yield f"caracal_api_http_request_seconds_total{_labels(method=method, route=route)} {total:.6f}"
+        registry = self.registry
+        if os.environ.get(MULTIPROC_DIR):
+            registry = CollectorRegistry()
+            cast("Any", multiprocess.MultiProcessCollector)(registry)  # untyped upstream
+        yield from generate_latest(registry).decode().splitlines()
 
 
 def gauge(name: str, help_text: str, value: float, kind: str = "gauge") -> list[str]:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from types import FrameType
 
@@ -21,6 +23,7 @@ from caracal.settings import Settings
 
 log = logging.getLogger("caracal.api.supervisor")
 LISTEN_FD = "CARACAL_API_LISTEN_FD"
+METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 BACKLOG = 2048
 RESTART_DELAY_S = 1.0
 STOP_MARGIN_S = 5.0
@@ -36,8 +39,13 @@ def listening_socket(port: int) -> socket.socket:
     return sock
 
 
-def _start_worker(index: int, sock: socket.socket) -> subprocess.Popen[bytes]:
-    env = {**os.environ, LISTEN_FD: str(sock.fileno()), "CARACAL_API_WORKER_INDEX": str(index)}
+def _start_worker(index: int, sock: socket.socket, metrics_dir: str) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        LISTEN_FD: str(sock.fileno()),
+        "CARACAL_API_WORKER_INDEX": str(index),
+        METRICS_DIR: metrics_dir,  # each worker writes its counters there; /metrics sums them all
+    }
     return subprocess.Popen([sys.executable, "-m", "caracal_api"], env=env, pass_fds=(sock.fileno(),))
 
 
@@ -51,6 +59,7 @@ class Supervisor:
         self.sock = sock
         self.workers: dict[int, subprocess.Popen[bytes]] = {}
         self.stopping: int | None = None
+        self.metrics_dir = tempfile.mkdtemp(prefix="caracal-api-metrics-")
 
     def on_signal(self, sig: int, _frame: FrameType | None) -> None:
         self.stopping = sig
@@ -59,7 +68,7 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self.on_signal)
         signal.signal(signal.SIGINT, self.on_signal)
         for index in range(self.settings.api_workers):
-            self.workers[index] = _start_worker(index, self.sock)
+            self.workers[index] = _start_worker(index, self.sock, self.metrics_dir)
         while self.stopping is None:
             time.sleep(POLL_S)
             self._restart_dead()
@@ -74,7 +83,7 @@ class Supervisor:
                 "api worker %d (pid %d) stopped: %s; restarting", index, process.pid, _describe_exit(code)
             )
             time.sleep(RESTART_DELAY_S)
-            self.workers[index] = _start_worker(index, self.sock)
+            self.workers[index] = _start_worker(index, self.sock, self.metrics_dir)
 
     def _stop_all(self) -> int:
         log.info(
@@ -94,6 +103,7 @@ class Supervisor:
                 process.kill()
                 process.wait()
         self.sock.close()
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
         log.info("api stopped")
         return 0
 

@@ -1,0 +1,162 @@
+"""`caracal api` with several worker processes: one migration, summed metrics, draining, forwarded headers."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from caracal.db.engine import plain_url
+from tests.conftest import recreate_database
+from tests.e2e.test_processes import call
+from tests.support import Servers, Service, service_env, start_service, wait_ready
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def started() -> Iterator[list[Service]]:
+    services: list[Service] = []
+    yield services
+    for service in services:
+        service.stop()
+
+
+def _workers(service: Service) -> list[int]:
+    children = Path(f"/proc/{service.process.pid}/task/{service.process.pid}/children")
+    return [int(pid) for pid in children.read_text().split()] if children.exists() else []
+
+
+def _metric(service: Service, route: str) -> float:
+    status, _ = call(service, "GET", "/health")
+    assert status == 200
+    import urllib.request
+
+    with urllib.request.urlopen(f"{service.url}/metrics", timeout=5) as response:
+        body = response.read().decode()
+    pattern = (
+        rf'^caracal_api_http_requests_total\{{method="GET",route="{re.escape(route)}",status="200"\}} (\S+)$'
+    )
+    return sum(float(value) for value in re.findall(pattern, body, re.M))
+
+
+async def test_two_workers_migrate_once_and_metrics_count_every_worker(
+    servers: Servers, logdir: Path, started: list[Service]
+) -> None:
+    """CARACAL_API_WORKERS=2: two worker processes, one migration, and /metrics sums both."""
+    env = service_env(
+        await recreate_database(servers, "e2e_workers"), servers.redis_url, CARACAL_API_WORKERS="2"
+    )
+    api = start_service("api", env, logdir)
+    started.append(api)
+    await asyncio.to_thread(wait_ready, api)
+    assert len(_workers(api)) == 2, api.log()
+    assert len(re.findall(r"migrations: applied", api.log())) == 1
+    before = await asyncio.to_thread(_metric, api, "/health")
+    with ThreadPoolExecutor(16) as pool:  # new connections spread over both workers' accept queues
+        statuses = list(pool.map(lambda _: call(api, "GET", "/health")[0], range(200)))
+    assert statuses == [200] * 200
+    after = await asyncio.to_thread(_metric, api, "/health")
+    assert after - before == 201  # the 200 requests and _metric's own /health call
+
+
+async def test_sigterm_drains_every_worker_within_the_shutdown_timeout(
+    servers: Servers, logdir: Path, started: list[Service]
+) -> None:
+    """A PATCH held up by a row lock finishes with 200 after SIGTERM; the API exits 0 in time."""
+    env = service_env(
+        await recreate_database(servers, "e2e_workers_term"),
+        servers.redis_url,
+        CARACAL_API_WORKERS="2",
+        CARACAL_SHUTDOWN_TIMEOUT_MS="8000",
+    )
+    api = start_service("api", env, logdir)
+    started.append(api)
+    await asyncio.to_thread(wait_ready, api)
+    status, zone = await asyncio.to_thread(call, api, "POST", "/v1/zones", {"name": "Held"})
+    assert status == 201
+    holder = await asyncpg.connect(plain_url(env["DATABASE_URL"]))
+    result: dict[str, Any] = {}
+    try:
+        tx = holder.transaction()
+        await tx.start()
+        await holder.execute("SELECT 1 FROM zones WHERE id = $1 FOR UPDATE", zone["id"])
+        patch = threading.Thread(
+            target=lambda: result.update(
+                answer=call(api, "PATCH", f"/v1/zones/{zone['id']}", {"name": "Released"})
+            )
+        )
+        patch.start()
+        await _waiting_for_lock(env["DATABASE_URL"])
+        started_stop = time.monotonic()
+        api.process.send_signal(signal.SIGTERM)
+        await asyncio.sleep(1.0)  # the drain must wait for the held request, however long it takes
+        assert api.process.poll() is None, "the API stopped before its in-flight request finished"
+        await tx.rollback()
+    finally:
+        await holder.close()
+    await asyncio.to_thread(patch.join, 10)
+    assert result["answer"][0] == 200
+    code = await asyncio.to_thread(api.process.wait, 15)
+    assert code == 0
+    assert time.monotonic() - started_stop < 8.0 + 5.0
+
+
+async def _waiting_for_lock(database_url: str) -> None:
+    """Watched from its own connection (a transaction sees one snapshot of the lock table)."""
+    conn = await asyncpg.connect(plain_url(database_url))
+    deadline = time.monotonic() + 10
+    query = "SELECT count(*) FROM pg_locks WHERE NOT granted"
+    try:
+        while not await conn.fetchval(query):
+            if time.monotonic() > deadline:
+                activity = await conn.fetch("SELECT pid, state, wait_event_type, query FROM pg_stat_activity")
+                raise AssertionError(f"the PATCH never reached the locked row: {[dict(r) for r in activity]}")
+            await asyncio.sleep(0.02)
+    finally:
+        await conn.close()
+
+
+async def test_forwarded_for_does_not_move_the_peer_unless_trusted(
+    servers: Servers, logdir: Path, started: list[Service]
+) -> None:
+    """The server itself ignores X-Forwarded-For: a loopback peer claiming another address still
+    bootstraps (it is the socket peer that counts), and rotating the header escapes no limit."""
+    env = service_env(
+        await recreate_database(servers, "e2e_workers_xff"),
+        servers.redis_url,
+        CARACAL_LOCAL_BOOTSTRAP_ENABLED="true",
+        ADMIN_AUTH_FAIL_LIMIT_PER_MIN="2",
+        CARACAL_ADMIN_TOKEN="",
+    )
+    api = start_service("api", env, logdir)
+    started.append(api)
+    await asyncio.to_thread(wait_ready, api)
+    import urllib.error
+    import urllib.request
+
+    def post(path: str, headers: dict[str, str]) -> int:
+        request = urllib.request.Request(f"{api.url}{path}", data=b"", method="POST", headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as err:
+            return err.code
+
+    assert await asyncio.to_thread(post, "/v1/local/bootstrap", {"X-Forwarded-For": "203.0.113.9"}) == 201
+    statuses = [
+        await asyncio.to_thread(
+            post, "/v1/zones", {"Authorization": "Bearer wrong-token", "X-Forwarded-For": f"198.51.100.{n}"}
+        )
+        for n in range(3)
+    ]
+    assert statuses == [401, 401, 429]
