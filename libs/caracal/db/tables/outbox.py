@@ -20,7 +20,6 @@ from sqlalchemy.dialects.postgresql import JSONB
 from caracal.db.tables import TS, Xid8, aggregate, metadata
 
 EVENT_OUTBOX_PKEY = "event_outbox_pkey"
-EVENT_OUTBOX_DISPATCH_READY = "event_outbox_dispatch_ready"
 EVENT_OUTBOX_UNDISPATCHED_AGE = "event_outbox_undispatched_age"
 EVENT_OUTBOX_STREAM_PENDING = "event_outbox_stream_pending"
 EVENT_OUTBOX_DEAD = "event_outbox_dead"
@@ -52,7 +51,7 @@ event_outbox = Table(
 )
 
 _undispatched = event_outbox.c.dispatched_at.is_(None)
-Index(EVENT_OUTBOX_DISPATCH_READY, event_outbox.c.available_at, postgresql_where=_undispatched)
+# (0002 dropped event_outbox_dispatch_ready: no plan used it, and every write maintained it)
 Index(EVENT_OUTBOX_UNDISPATCHED_AGE, event_outbox.c.created_at, postgresql_where=_undispatched)
 # the dispatcher's next batch of a stream, in publication order
 Index(
