@@ -17,8 +17,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from caracal.db.engine import create_engine, transaction
+from caracal.db.migrate import run_migrations
 from caracal.domain.admin_tokens import seed_env_token
-from caracal.embedded import EmbeddedRedis, free_port
+from caracal.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from caracal.settings import Settings
 from caracal_api.app import create_app
 from caracal_api.audit_trail import AuditQueue
@@ -226,3 +227,31 @@ async def test_a_mutation_commits_its_audit_row_with_it(
             )
         ).all()
     assert [tuple(r) for r in rows] == [(201, None)]
+
+
+async def test_a_read_after_a_postgres_restart_is_retried_on_a_fresh_connection(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """No pre-ping: the pooled connection is dead after the restart, the read is retried once and
+    answers 200; with Postgres down the answer is 503 postgres_unreachable, then it recovers."""
+    server = EmbeddedPostgres(tmp_path / "pg", durable=False, database="restarted")
+    url = server.start()
+    own = replace(settings, database_url=url)
+    own_engine = create_engine(own, pool_size=2)
+    try:
+        await run_migrations(own_engine)
+        await _seeded(own_engine)
+        async with worker(own, own_engine, Redis.from_url(str(settings.redis_url))) as (http, res):
+            zone = (await http.post("/v1/zones", json={"name": "Survivor"}, headers=ADMIN)).json()
+            assert (await http.get(f"/v1/zones/{zone['id']}", headers=ADMIN)).status_code == 200
+            await asyncio.to_thread(server.restart)
+            assert (await http.get(f"/v1/zones/{zone['id']}", headers=ADMIN)).status_code == 200
+            await asyncio.to_thread(server.stop)
+            down = await http.get(f"/v1/zones/{zone['id']}", headers=ADMIN)
+            assert (down.status_code, down.json()["error"]) == (503, "postgres_unreachable")
+            await asyncio.to_thread(server.start)
+            assert (await http.get(f"/v1/zones/{zone['id']}", headers=ADMIN)).status_code == 200
+            await res.redis.aclose()
+    finally:
+        await own_engine.dispose()
+        server.destroy()

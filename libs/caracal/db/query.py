@@ -47,9 +47,11 @@ class Query:
         driver = cast("asyncpg.Connection", (await conn.get_raw_connection()).driver_connection)
         try:
             return list(await driver.fetch(self.sql, *(params[n] for n in self.names), record_class=Row))
-        except (OSError, asyncpg.exceptions.ConnectionDoesNotExistError, asyncpg.InterfaceError):
-            await conn.invalidate()  # the pool must not hand this connection out again
-            raise
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            # Again through SQLAlchemy, which then sees the failure itself: a lost connection
+            # invalidates the whole pool (every connection of before the restart), and any error
+            # comes out wrapped the way the one error translation expects. Costs nothing when all is well.
+            return list((await conn.execute(self.statement, params)).all())
 
     async def first(self, conn: AsyncConnection, params: dict[str, Any]) -> Any | None:
         found = await self.rows(conn, params)
