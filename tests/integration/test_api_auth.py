@@ -150,9 +150,7 @@ async def test_forwarded_for_counts_only_behind_a_trusted_proxy(
         ]
         assert statuses == [401, 401, 401]
         forged = [
-            (
-                await proxied.get("/v1/zones", headers={"X-Forwarded-For": f"10.9.9.{n}, 10.0.2.9"})
-            ).status_code
+            (await proxied.get("/v1/zones", headers={"X-Forwarded-For": f"10.9.9.{n}, 10.0.2.9"})).status_code
             for n in range(3)
         ]
         assert forged == [401, 401, 429]
