@@ -117,7 +117,8 @@ async def _entry_for(redis: Redis, cursor: str, zone_id: str, deadline: float) -
 async def test_revoked_token_stops_working_on_every_replica(
     servers: Servers, logdir: Path, started: list[Service]
 ) -> None:
-    """A token revoked through one replica is refused by another on its very next request."""
+    """A token revoked through one replica is refused by another within a second (the broadcast
+    makes it milliseconds; the token cache's 1 s TTL bounds it if the broadcast is lost)."""
     env = service_env(await database(servers, "e2e_revoke"), servers.redis_url)
     started.extend(start_service("api", env, logdir, tag=f"-r{n}") for n in range(2))
     first, second = started
@@ -129,7 +130,11 @@ async def test_revoked_token_stops_working_on_every_replica(
     assert status == 201
     assert (await asyncio.to_thread(call, second, "GET", "/v1/zones", None, created["token"]))[0] == 200
     assert (await asyncio.to_thread(call, first, "DELETE", f"/v1/admin-tokens/{created['id']}"))[0] == 204
-    status, body = await asyncio.to_thread(call, second, "GET", "/v1/zones", None, created["token"])
+    revoked = time.monotonic()
+    while True:
+        status, body = await asyncio.to_thread(call, second, "GET", "/v1/zones", None, created["token"])
+        if status != 200 or time.monotonic() - revoked > 1.0:
+            break
     assert (status, body["error"]) == (401, "invalid_admin_token")
 
 

@@ -6,13 +6,14 @@ import logging
 from typing import Annotated, Any, Literal
 
 import msgspec
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import bindparam, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from caracal.crypto import digests_equal, new_admin_token, token_digest
 from caracal.db.engine import after_commit
 from caracal.db.locks import BOOTSTRAP_LOCK_KEY
-from caracal.db.paging import Listing, Page, listing, paged
+from caracal.db.paging import Listing, Page, PagedQuery, listing
+from caracal.db.query import Query
 from caracal.db.tables.admin_tokens import admin_tokens
 from caracal.db.tables.zones import zones
 from caracal.domain.context import Actor, Caller
@@ -82,6 +83,24 @@ class AdminToken(Resource):
     revoked_at: Timestamp | None
 
 
+_PAGE = PagedQuery(select(*_PUBLIC), admin_tokens.c.created_at, admin_tokens.c.id)
+_LIVE_ZONE = select(zones.c.id).where(zones.c.id == admin_tokens.c.zone_id, zones.c.archived_at.is_(None))
+_AUTHENTICATE = Query(
+    select(
+        admin_tokens.c.id,
+        admin_tokens.c.name,
+        admin_tokens.c.scope,
+        admin_tokens.c.zone_id,
+        admin_tokens.c.capability,
+        admin_tokens.c.token_sha256,
+    ).where(
+        admin_tokens.c.token_sha256 == bindparam("digest"),
+        admin_tokens.c.revoked_at.is_(None),
+        admin_tokens.c.zone_id.is_(None) | _LIVE_ZONE.exists(),
+    )
+)
+
+
 def token_wire(row: Any) -> AdminToken:
     return AdminToken(
         id=row.id,
@@ -99,23 +118,7 @@ def token_wire(row: Any) -> AdminToken:
 async def authenticate(conn: AsyncConnection, token: str) -> Actor | None:
     """The actor behind a bearer token, or None when it is unknown, revoked, or of an archived zone."""
     digest = token_digest(token)
-    live_zone = select(zones.c.id).where(zones.c.id == admin_tokens.c.zone_id, zones.c.archived_at.is_(None))
-    row = (
-        await conn.execute(
-            select(
-                admin_tokens.c.id,
-                admin_tokens.c.name,
-                admin_tokens.c.scope,
-                admin_tokens.c.zone_id,
-                admin_tokens.c.capability,
-                admin_tokens.c.token_sha256,
-            ).where(
-                admin_tokens.c.token_sha256 == digest,
-                admin_tokens.c.revoked_at.is_(None),
-                admin_tokens.c.zone_id.is_(None) | live_zone.exists(),
-            )
-        )
-    ).first()
+    row = await _AUTHENTICATE.first(conn, {"digest": digest})
     if row is None or not digests_equal(bytes(row.token_sha256), digest):
         return None
     return Actor(id=row.id, name=row.name, scope=row.scope, zone_id=row.zone_id, capability=row.capability)
@@ -196,9 +199,7 @@ async def create_admin_token(
 
 
 async def list_admin_tokens(conn: AsyncConnection, page: Page) -> Listing[AdminToken]:
-    rows = (
-        await conn.execute(paged(select(*_PUBLIC), admin_tokens.c.created_at, admin_tokens.c.id, page))
-    ).all()
+    rows = (await conn.execute(*_PAGE.statement(page))).all()
     return listing(rows, page, token_wire)
 
 

@@ -132,9 +132,9 @@ class Resources:
             finally:
                 conn.info.pop(AFTER_COMMIT, None)
         request.scope["state"]["audited"] = True
-        for message in notes:
+        for message in notes:  # rare (revocations, archived zones): told before the response goes out
             self.tokens.forget(message)
-            self.spawn(announce(self.redis, message))
+            await announce(self.limits.redis, message)
         self.wake.nudge()
 
 
