@@ -25,6 +25,7 @@ from caracal_api.token_cache import TokenCache, announce, listen_for_invalidatio
 
 log = logging.getLogger("caracal.api")
 R = TypeVar("R")
+STOP_TIMEOUT_S = 5.0
 
 
 class WakeHint:
@@ -85,14 +86,22 @@ class Resources:
             )
 
     async def stop(self) -> None:
-        """Stop background work; every failure is logged, none hides another."""
+        """Stop background work within STOP_TIMEOUT_S; every failure is logged, none hides another."""
         if self.listener is not None:
             self.listener.cancel()
-        await self.audit.stop()
-        tasks = [t for t in (self.listener, self.wake.task, *self.background) if t is not None]
-        for task, result in zip(tasks, await asyncio.gather(*tasks, return_exceptions=True), strict=True):
-            if isinstance(result, Exception):
-                log.warning("background task %s failed", task.get_name(), exc_info=result)
+        try:
+            await asyncio.wait_for(self.audit.stop(), STOP_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("audit rows still queued at shutdown were not written (%d)", self.audit.queue.qsize())
+        tasks = {t for t in (self.listener, self.wake.task, *self.background) if t is not None}
+        if tasks:
+            done, pending = await asyncio.wait(tasks, timeout=STOP_TIMEOUT_S)
+            for task in pending:
+                log.warning("background task %s did not finish at shutdown; cancelled", task.get_name())
+                task.cancel()
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    log.warning("background task %s failed", task.get_name(), exc_info=task.exception())
         await self.limits.redis.aclose()
 
     async def settled(self) -> None:
