@@ -23,6 +23,7 @@ import httpx
 from bench.common import (
     BenchEnv,
     BenchError,
+    BenchProcess,
     CpuMeter,
     Sampler,
     percentile,
@@ -127,13 +128,15 @@ def _free_port() -> int:
 
 
 @dataclass
-class ApiServer:
+class ApiServer(BenchProcess):
     """A `python -m caracal_api` process (and whatever workers it forks), in its own process group."""
 
-    process: subprocess.Popen[bytes]
     port: int
     token: str
-    log_path: Path
+
+    @property
+    def label(self) -> str:
+        return "the API"
 
     @property
     def url(self) -> str:
@@ -143,22 +146,8 @@ class ApiServer:
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 
-    def log_tail(self, chars: int = 3000) -> str:
-        return self.log_path.read_text(errors="replace")[-chars:]
-
-    def check_alive(self) -> None:
-        code = self.process.poll()
-        if code is not None:
-            raise BenchError(f"the API exited with {code}:\n{self.log_tail()}")
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)  # its own group: only the API and its workers
-            return self.process.wait()
+    def kill(self) -> None:
+        os.killpg(self.process.pid, signal.SIGKILL)  # its own group: only the API and its workers
 
 
 def process_tree(root: int) -> list[int]:
@@ -212,7 +201,7 @@ def spawn_api(bench: BenchEnv) -> ApiServer:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    return ApiServer(process, port, token, log_path)
+    return ApiServer(process=process, log_path=log_path, port=port, token=token)
 
 
 @contextlib.asynccontextmanager

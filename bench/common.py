@@ -145,17 +145,19 @@ async def reset(bench: BenchEnv, *streams: str) -> None:
 
 
 @dataclass
-class Dispatcher:
-    """A `python -m caracal_dispatcher` process started by the benchmark."""
+class BenchProcess:
+    """A service process a benchmark started: its log, a liveness check, SIGTERM then SIGKILL."""
 
-    tag: str
     process: subprocess.Popen[bytes]
     log_path: Path
-    spawned_at: float  # time.time(), comparable with Postgres' now() on this machine
 
     @property
     def pid(self) -> int:
         return self.process.pid
+
+    @property
+    def label(self) -> str:
+        return "the process"
 
     def log_tail(self, chars: int = 3000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]
@@ -163,7 +165,10 @@ class Dispatcher:
     def check_alive(self) -> None:
         code = self.process.poll()
         if code is not None:
-            raise BenchError(f"dispatcher {self.tag} exited with {code}:\n{self.log_tail()}")
+            raise BenchError(f"{self.label} exited with {code}:\n{self.log_tail()}")
+
+    def kill(self) -> None:
+        self.process.kill()
 
     def stop(self) -> int:
         if self.process.poll() is None:
@@ -171,8 +176,20 @@ class Dispatcher:
         try:
             return self.process.wait(timeout=STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            self.kill()
             return self.process.wait()
+
+
+@dataclass
+class Dispatcher(BenchProcess):
+    """A `python -m caracal_dispatcher` process started by the benchmark."""
+
+    tag: str
+    spawned_at: float  # time.time(), comparable with Postgres' now() on this machine
+
+    @property
+    def label(self) -> str:
+        return f"dispatcher {self.tag}"
 
 
 @contextlib.contextmanager
@@ -186,7 +203,7 @@ def running_dispatcher(bench: BenchEnv, tag: str, **overrides: str) -> Iterator[
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
-    dispatcher = Dispatcher(tag, process, log_path, time.time())
+    dispatcher = Dispatcher(process=process, log_path=log_path, tag=tag, spawned_at=time.time())
     settings = " ".join(f"{k}={v}" for k, v in overrides.items()) or "defaults"
     say(f"dispatcher {tag}: started, pid {process.pid} ({settings})")
     try:
@@ -211,8 +228,9 @@ async def wait_ready(bench: BenchEnv, dispatcher: Dispatcher) -> float:
     finally:
         await redis.aclose()
         await conn.close()
-    waited = f"{READY_TIMEOUT_S:.0f} s"
-    raise BenchError(f"dispatcher {dispatcher.tag} not ready in {waited}:\n{dispatcher.log_tail()}")
+    raise BenchError(
+        f"dispatcher {dispatcher.tag} not ready in {READY_TIMEOUT_S:.0f} s:\n{dispatcher.log_tail()}"
+    )
 
 
 async def _subscribed(redis: Redis) -> bool:
