@@ -110,6 +110,14 @@ class Service:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def wait_logged(self, text: str, timeout: float = 30) -> None:
+        """Until the process has logged `text` (it fails at once if the process ends first)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"{self.name} never logged {text!r}:\n{self.log()[-3000:]}")
+            time.sleep(0.05)
+
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 15) -> int:
         if self.process.poll() is None:
             self.process.send_signal(sig)

@@ -7,7 +7,6 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -21,14 +20,6 @@ from tests.e2e.test_processes import call
 from tests.support import Servers, Service, service_env, start_service, wait_ready
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def started() -> Iterator[list[Service]]:
-    services: list[Service] = []
-    yield services
-    for service in services:
-        service.stop()
 
 
 def _workers(service: Service) -> list[int]:

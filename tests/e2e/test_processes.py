@@ -8,7 +8,6 @@ import re
 import signal
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,15 +42,6 @@ def call(
             return response.status, json.loads(raw) if raw else None
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read() or b"null")
-
-
-@pytest.fixture
-def started() -> Iterator[list[Service]]:
-    """Services a test started; stopped (SIGTERM) at the end whatever happens."""
-    services: list[Service] = []
-    yield services
-    for service in services:
-        service.stop()
 
 
 async def database(servers: Servers, name: str) -> str:
@@ -152,19 +142,11 @@ async def test_sigterm_stops_each_process_cleanly_within_the_shutdown_timeout(
     service = api if kind == "api" else start_service(kind, env, logdir)
     if service is not api:
         started.append(service)
-        await asyncio.to_thread(_until_logged, service, f"{kind}: poll loop started")
+        await asyncio.to_thread(service.wait_logged, f"{kind}: poll loop started")
     begun = time.monotonic()
     code = await asyncio.to_thread(service.stop, signal.SIGTERM, 10)
     assert code == 0, service.log()[-3000:]
     assert time.monotonic() - begun < 3.0 + 1.0
-
-
-def _until_logged(service: Service, text: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in service.log():
-        if service.process.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(f"{service.name} never logged {text!r}:\n{service.log()[-3000:]}")
-        time.sleep(0.05)
 
 
 async def test_commit_hint_wakes_an_idle_dispatcher_long_before_its_poll(

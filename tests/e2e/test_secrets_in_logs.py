@@ -4,23 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import recreate_database
-from tests.support import HMAC_KEY_HEX, KEK, Servers, Service, service_env, start_service, wait_ready
+from tests.support import HMAC_KEY_HEX, KEK, Servers, service_env, start_service, wait_ready
 
 pytestmark = pytest.mark.e2e
-
-
-def _until_logged(service: Service, text: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in service.log():
-        if service.process.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(f"{service.name} never logged {text!r}:\n{service.log()[-3000:]}")
-        time.sleep(0.05)
 
 
 async def test_processes_started_at_debug_level_log_no_secret(servers: Servers, logdir: Path) -> None:
@@ -46,7 +37,7 @@ async def test_processes_started_at_debug_level_log_no_secret(servers: Servers, 
         await asyncio.to_thread(wait_ready, api)
         services += [start_service(kind, env, logdir, tag="-secrets") for kind in ("dispatcher", "reaper")]
         for worker in services[1:]:
-            await asyncio.to_thread(_until_logged, worker, f"{worker.name}: poll loop started")
+            await asyncio.to_thread(worker.wait_logged, f"{worker.name}: poll loop started")
     finally:
         for service in services:
             service.stop()

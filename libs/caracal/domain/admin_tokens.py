@@ -164,16 +164,9 @@ async def _mint(
         zone_id=zone_id,
         request_id=caller.request_id,
     )
-    return AdminTokenCreated(
-        id=row.id,
-        name=row.name,
-        scope=row.scope,
-        capability=row.capability,
-        zone_id=row.zone_id,
-        created_by=row.created_by,
-        created_at=iso_ms(row.created_at),
-        token=token,
-    )
+    listed = msgspec.structs.asdict(token_wire(row))
+    del listed["last_used_at"], listed["revoked_at"]  # a new token has neither
+    return AdminTokenCreated(**listed, token=token)
 
 
 async def create_admin_token(
