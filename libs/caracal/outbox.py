@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Mapping
 
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -13,6 +17,8 @@ from caracal.ids import new_id
 
 # built once; txid and seq come from the column defaults (the writing transaction, commit order)
 _INSERT = insert(event_outbox)
+log = logging.getLogger("caracal.outbox")
+WAKE_TIMEOUT_S = 0.5
 WAKE_CHANNEL = "caracal:outbox:wake"
 
 
@@ -65,3 +71,14 @@ async def prune_delivered(conn: AsyncConnection, retention_hours: int, batch: in
     """Delete one bounded batch of rows delivered longer ago than the retention period."""
     result = await conn.execute(_PRUNE, {"hours": retention_hours, "batch": batch})
     return int(result.rowcount or 0)
+
+
+async def send_wake_hint(redis: Redis) -> bool:
+    """Tell the dispatchers to look now, after a commit that wrote events (best effort, never inside
+    the transaction: the dispatcher's poll finds what a lost hint announced). True when sent."""
+    try:
+        await asyncio.wait_for(redis.publish(WAKE_CHANNEL, "1"), WAKE_TIMEOUT_S)
+    except (RedisError, OSError, TimeoutError) as exc:
+        log.debug("wake-up hint not sent (the dispatcher's poll will find the events): %r", exc)
+        return False
+    return True

@@ -12,12 +12,11 @@ from typing import Any, TypeVar
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from caracal.db.engine import AFTER_COMMIT, read_retried, transaction
 from caracal.domain.audit import insert_audit_rows
-from caracal.outbox import WAKE_CHANNEL
+from caracal.outbox import send_wake_hint
 from caracal.settings import Settings
 from caracal_api.audit_trail import AuditQueue, request_row
 from caracal_api.ratelimit import RequestLimits, request_redis
@@ -46,12 +45,10 @@ class WakeHint:
         while True:
             self.again = False
             if self.limits.breaker.allows():
-                try:
-                    await self.limits.redis.publish(WAKE_CHANNEL, "1")
+                if await send_wake_hint(self.limits.redis):
                     self.limits.breaker.succeeded()
-                except (RedisError, OSError) as exc:
+                else:
                     self.limits.breaker.failed()
-                    log.debug("wake-up hint not sent: %r", exc)
             if not self.again:
                 return
 

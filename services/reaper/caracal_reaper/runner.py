@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -11,13 +10,12 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from caracal.outbox import WAKE_CHANNEL
+from caracal.outbox import send_wake_hint
 from caracal.settings import Settings
 from caracal_reaper.job import Job, JobReport
 
 log = logging.getLogger("caracal.reaper")
 
-HINT_TIMEOUT_S = 0.5
 _TRY_LOCK = text("SELECT pg_try_advisory_lock(:k)")
 _UNLOCK = text("SELECT pg_advisory_unlock(:k)")
 
@@ -93,10 +91,7 @@ class Reaper:
 
     async def _wake_dispatchers(self) -> None:
         """The hint the API sends after its commits; if lost, the dispatcher's poll finds the events."""
-        try:
-            await asyncio.wait_for(self.redis.publish(WAKE_CHANNEL, "1"), HINT_TIMEOUT_S)
-        except Exception as exc:
-            log.warning("wake-up hint not sent (the dispatcher's poll will find the events): %r", exc)
+        await send_wake_hint(self.redis)
 
 
 async def _unlock(conn: AsyncConnection, job: Job) -> None:
