@@ -26,7 +26,7 @@ from caracal_api.auth import admin_guard
 from caracal_api.errors import handle_exception
 from caracal_api.metrics import HttpMetrics
 from caracal_api.middleware import RequestContext
-from caracal_api.openapi import OPENAPI_PLUGINS
+from caracal_api.openapi import OPENAPI_PLUGINS, mark_optional_bodies
 from caracal_api.resources import Resources
 from caracal_api.routes.admin_tokens import AdminTokenController, local_bootstrap
 from caracal_api.routes.common import invalid_request
@@ -101,6 +101,7 @@ def create_app(
         route_handlers=[v1, health, ready, metrics, openapi_json],
         exception_handlers={Exception: handle_exception},
         plugins=list(OPENAPI_PLUGINS),
+        on_startup=[mark_optional_bodies],
         before_request=strict_body,
         lifespan=[lifespan],
         request_max_body_size=res.settings.body_limit_bytes,

@@ -10,8 +10,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import msgspec
+from litestar import Litestar
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import RequestBody
 from litestar.plugins import ReceiveRoutePlugin
 from litestar.routes import HTTPRoute
 
@@ -97,6 +99,24 @@ class StrictBodySchema(StructSchemaPlugin):
         if isinstance(info, msgspec.inspect.StructType) and info.forbid_unknown_fields:
             schema.additional_properties = False
         return schema
+
+
+def mark_optional_bodies(app: Litestar) -> None:
+    """Litestar documents every request body as required; a handler whose `data` may be None
+    (POST /v1/outbox/dead/requeue: no body means every stream) takes none, and the document says so."""
+    paths = app.openapi_schema.paths or {}
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute) or route.path_format not in paths:
+            continue
+        item = paths[route.path_format]
+        for handler in route.route_handlers:
+            data = handler.parsed_fn_signature.parameters.get("data")
+            if data is None or not data.is_optional:
+                continue
+            for method in handler.http_methods:
+                operation = getattr(item, method.lower(), None)
+                if operation is not None and isinstance(operation.request_body, RequestBody):
+                    operation.request_body.required = False
 
 
 OPENAPI_PLUGINS = (ProblemResponses(), StrictBodySchema())
