@@ -274,3 +274,12 @@ async def test_random_bodies_never_get_a_500_and_failures_write_no_event(
         ("PATCH", "/v1/zones/{zone_id}", 200),
         ("POST", "/v1/zones", 409),
     } <= outcomes
+
+
+async def test_options_lists_every_method_of_the_path(client: httpx.AsyncClient) -> None:
+    """OPTIONS names all of a path's methods, also where several handlers share the path."""
+    collection = await client.options("/v1/zones")
+    assert (collection.status_code, collection.headers["allow"]) == (204, "GET, OPTIONS, POST")
+    one = await client.options(f"/v1/zones/{uuid.uuid4()}")
+    assert (one.status_code, one.headers["allow"]) == (204, "DELETE, GET, OPTIONS, PATCH")
+    assert (await client.options("/v1/nowhere")).status_code == 404

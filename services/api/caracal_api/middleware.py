@@ -8,7 +8,9 @@ import time
 import uuid
 from typing import Any, cast
 
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar import Litestar
+from litestar.exceptions import MethodNotAllowedException, NotFoundException
+from litestar.types import HTTPResponseStartEvent, Message, Receive, Scope, Send
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -62,12 +64,29 @@ class RequestContext:
     """Wraps the whole app, so unmatched routes get the same headers as matched ones."""
 
     def __init__(
-        self, app: ASGIApp, resources: Resources, metrics: HttpMetrics, tracer: Tracer | None
+        self, app: Litestar, resources: Resources, metrics: HttpMetrics, tracer: Tracer | None
     ) -> None:
         self.app = app
         self.resources = resources
         self.metrics = metrics
         self.tracer = tracer
+
+    async def _answer_options(self, scope: dict[str, Any], send: Send) -> bool:
+        """OPTIONS lists every method of the path. Litestar's own answer names only the methods of one
+        of the handlers sharing a path, so it is answered here (no token needed, as for a preflight)."""
+        methods = allowed_methods(self.app, scope["path"])
+        if not methods:
+            return False
+        allow = ", ".join(sorted([*methods, "OPTIONS"])).encode()
+        start: HTTPResponseStartEvent = {
+            "type": "http.response.start",
+            "status": 204,
+            "headers": [(b"allow", allow)],
+        }
+        await send(start)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        scope["path_template"] = "options"
+        return True
 
     async def __call__(self, asgi_scope: Scope, receive: Receive, send: Send) -> None:
         scope = cast("dict[str, Any]", asgi_scope)
@@ -100,6 +119,8 @@ class RequestContext:
         )
         with tracing as span:
             try:
+                if scope["method"] == "OPTIONS" and await self._answer_options(scope, send_with_headers):
+                    return
                 await self.app(asgi_scope, receive, send_with_headers)
             finally:
                 template = str(scope.get("path_template", "unmatched"))
@@ -108,6 +129,21 @@ class RequestContext:
                     _describe(span, scope["method"], template, status, request_id)
                 if is_v1 and _needs_queued_audit(scope, status):
                     self.resources.audit.offer(request_row(scope, status))
+
+
+ROUTABLE_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_methods(app: Litestar, path: str) -> list[str]:
+    """Every method the app routes for `path` (none when the path matches no route)."""
+    found = []
+    for method in ROUTABLE_METHODS:
+        try:
+            app.asgi_router.handle_routing(path, method)
+        except (NotFoundException, MethodNotAllowedException):
+            continue
+        found.append(method)
+    return found
 
 
 def _needs_queued_audit(scope: dict[str, Any], status: int) -> bool:
