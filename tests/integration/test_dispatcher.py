@@ -334,6 +334,9 @@ async def test_rows_sent_again_inside_a_grown_batch_add_no_duplicates(
         await conn.execute(
             text("UPDATE event_outbox SET dispatched_at = NULL WHERE id = ANY(:ids)"), {"ids": ids[:60]}
         )
+    # marks are lost only with the Postgres session that wrote them (they commit asynchronously), and
+    # a lost session drops the dispatcher's position in the backlog with its leases
+    dispatcher.positions.clear()
     assert await entries_per_iteration(dispatcher, redis, STREAM, 3) == [4, 56, 0]
     assert await stream_ids(redis, STREAM) == ids
     assert await pending_ids(engine) == set()
@@ -480,4 +483,24 @@ async def test_high_water_mark_of_another_database_hides_nothing(
     ids = await publish(engine, STREAM, [{"zone_id": "z", "n": i} for i in range(3)])
     await make_dispatcher().iteration()
     assert await stream_ids(redis, STREAM) == ids
+    assert await pending_ids(engine) == set()
+
+
+async def test_a_drain_cut_by_its_time_budget_continues_after_what_it_published(
+    make_dispatcher: MakeDispatcher, engine: AsyncEngine, redis: Redis
+) -> None:
+    """Mid-backlog the next drain starts after the last published row; once caught up it reads from
+    the beginning again, and a requeued event (a new txid) is never left behind."""
+    ids = await publish(engine, STREAM, [{"zone_id": "z", "n": i} for i in range(40)])
+    dispatcher = make_dispatcher(outbox_batch=8, outbox_batch_max=8)
+    dispatcher.drain_budget_s = 0.0
+    await dispatcher.iteration()
+    assert dispatcher.positions.get(STREAM) is not None
+    for _ in range(6):
+        await dispatcher.iteration()
+    assert await stream_ids(redis, STREAM) == ids
+    assert STREAM not in dispatcher.positions  # caught up: the next read starts at the beginning
+    [later] = await publish(engine, STREAM, [{"zone_id": "z", "n": "later"}])
+    await dispatcher.iteration()
+    assert await stream_ids(redis, STREAM) == [*ids, later]
     assert await pending_ids(engine) == set()

@@ -46,6 +46,12 @@ _PENDING_ROWS = """
        AND txid < pg_snapshot_xmin(pg_current_snapshot())
 """
 NEXT_BATCH = _PENDING_ROWS + " ORDER BY event_outbox.txid, event_outbox.seq LIMIT $2"
+# The same after the last (txid, seq) this dispatcher published ($3/$4): the index walk starts there
+# instead of stepping over every row delivered since the last vacuum.
+NEXT_BATCH_AFTER = (
+    _PENDING_ROWS
+    + " AND (txid, seq) > ($3::text::xid8, $4::bigint) ORDER BY event_outbox.txid, event_outbox.seq LIMIT $2"
+)
 
 # Mark the batch just published and read the next one, in one autocommitted statement.
 # ($3 published ids, $4 worker, $5/$6 the last published (txid, seq))
@@ -82,7 +88,7 @@ RECONCILE = """
        AND (txid, seq) <= ($3::text::xid8, $4::bigint)
 """
 
-DRAIN_BUDGET_S = 0.5
+DRAIN_BUDGET_S = 2.0
 
 
 def retry_delay(attempts: int) -> float:
@@ -146,6 +152,13 @@ class Dispatcher:
         self.leases = leases
         self.drain_budget_s = DRAIN_BUDGET_S
         self.batches = AdaptiveBatch(settings.outbox_batch, settings.outbox_batch_max)
+        # per held stream in the middle of a backlog: the last (txid, seq) published and marked, so the
+        # next drain need not step over every row delivered since the last vacuum. Everything at or
+        # below it is delivered: rows become readable in (txid, seq) order (only transactions older
+        # than every running one) and a requeue takes a new txid. It is kept only while drains end on
+        # a full batch, and dropped when the stream is (re)claimed or a drain fails part-way; then
+        # the next read starts from the beginning again.
+        self.positions: dict[str, tuple[int, int]] = {}
 
     async def iteration(self) -> float:
         """Drain each held stream in turn; returns how long to wait before the next iteration."""
@@ -156,6 +169,8 @@ class Dispatcher:
         for stream in await self.leases.claim(streams):
             await self.reconcile(stream)
         self.batches.keep_only(set(streams) & self.leases.held)
+        for caught_up in self.positions.keys() - (set(streams) & self.leases.held):
+            del self.positions[caught_up]
         delay = self.settings.outbox_poll_ms / 1000
         for stream in streams:
             if stream not in self.leases.held:
@@ -169,6 +184,7 @@ class Dispatcher:
 
     async def reconcile(self, stream: str) -> None:
         """After taking a stream: rows at or below its Redis high-water mark were published already."""
+        self.positions.pop(stream, None)
         try:
             mark = await self.publisher.high_water_mark(stream)
         except (RedisError, OSError) as exc:
@@ -185,6 +201,14 @@ class Dispatcher:
             log.info("%s: %d events were published before a restart; marked delivered", stream, marked)
 
     async def dispatch_stream(self, stream: str) -> StreamOutcome:
+        """Publish the stream's next batches (see _drain); a failure part-way forgets its position."""
+        try:
+            return await self._drain(stream)
+        except BaseException:
+            self.positions.pop(stream, None)
+            raise
+
+    async def _drain(self, stream: str) -> StreamOutcome:
         """Publish batch after batch while they come back full, for up to `drain_budget_s`.
 
         While batch k goes to Redis, one statement marks batch k-1 delivered and reads batch k+1
@@ -194,7 +218,11 @@ class Dispatcher:
         """
         size = self.batches.size(stream)
         conn = await self.leases.connection()
-        rows = await conn.fetch(NEXT_BATCH, stream, size)
+        after = self.positions.pop(stream, None)
+        if after is None:
+            rows = await conn.fetch(NEXT_BATCH, stream, size)
+        else:
+            rows = await conn.fetch(NEXT_BATCH_AFTER, stream, size, str(after[0]), after[1])
         published: list[str] = []
         outcome = StreamOutcome()
         deadline = time.monotonic() + self.drain_budget_s
@@ -214,12 +242,15 @@ class Dispatcher:
                 self.batches.reset(stream)
                 return await self._failed(stream, rows, [event.id for event in events], failure)
             published = [event.id for event in events]
+            last = (events[-1].txid, events[-1].seq)
             if not more:
                 outcome = StreamOutcome(full=full)
                 break
             rows = following
         if published:
             await conn.execute(MARK_DISPATCHED, published, self.settings.worker_id)
+            if outcome.full:  # stopped by the time budget mid-backlog: the next read starts after it
+                self.positions[stream] = last
         return outcome
 
     async def _send_and_read(
