@@ -8,10 +8,8 @@ from typing import Any
 
 import msgspec
 from litestar import Litestar, Request, Router, get
-from litestar.connection import ASGIConnection
 from litestar.enums import OpenAPIMediaType
 from litestar.exceptions import ValidationException
-from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
@@ -35,9 +33,13 @@ from caracal_api.routes.outbox import OutboxController
 from caracal_api.routes.zones import ZoneController
 
 
-async def guard_v1(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+async def before_v1(request: Request[Any, Any, Any]) -> None:
+    """The admin guard, then the strict body check (auth precedes body checks). A before-request hook
+    rather than a Litestar guard: Litestar copies the route handler for every guard call."""
+    handler = request.route_handler
     if not handler.opt.get("public"):
-        await admin_guard(connection, handler)
+        await admin_guard(request, handler)
+    await strict_body(request)
 
 
 @get("/openapi.json", include_in_schema=False, media_type=OpenAPIMediaType.OPENAPI_JSON, sync_to_thread=False)
@@ -93,7 +95,7 @@ def create_app(
     v1 = Router(
         path="/",
         route_handlers=[ZoneController, AdminTokenController, OutboxController, local_bootstrap],
-        guards=[guard_v1],
+        before_request=before_v1,
         security=[{"bearer": []}],
         exception_handlers={ValidationException: invalid_request},
     )
