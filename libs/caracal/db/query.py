@@ -17,6 +17,9 @@ from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.types import JSON
 
+from caracal.db.engine import is_connection_error
+from caracal.errors import Unavailable
+
 _DIALECT = cast("Any", PGDialect_asyncpg)()  # the dialect's constructor is untyped
 
 
@@ -29,6 +32,12 @@ def _column(row: Any, name: str) -> Any:
 
 # A driver row read like a SQLAlchemy row (`row.name`), so wire builders take either.
 Row: Any = type("Row", (asyncpg.Record,), {"__getattr__": _column, "__slots__": ()})
+
+
+def _lost_connection(exc: BaseException) -> bool:
+    return is_connection_error(exc) or isinstance(
+        exc, (asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError, asyncpg.PostgresConnectionError)
+    )
 
 
 class Query:
@@ -47,11 +56,16 @@ class Query:
         driver = cast("asyncpg.Connection", (await conn.get_raw_connection()).driver_connection)
         try:
             return list(await driver.fetch(self.sql, *(params[n] for n in self.names), record_class=Row))
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            # Again through SQLAlchemy, which then sees the failure itself: a lost connection
-            # invalidates the whole pool (every connection of before the restart), and any error
-            # comes out wrapped the way the one error translation expects. Costs nothing when all is well.
-            return list((await conn.execute(self.statement, params)).all())
+        except Exception as exc:
+            if not _lost_connection(exc):
+                raise  # the one translation (db.engine) reads driver errors as they are
+            # This connection is gone, and after a restart so is every other in the pool: discard it
+            # and start a new pool, so the caller's one retry gets a fresh connection.
+            await conn.invalidate()
+            await conn.engine.dispose(close=False)
+            raise Unavailable(
+                "postgres_unreachable", "the database does not answer", dependency="postgres"
+            ) from exc
 
     async def first(self, conn: AsyncConnection, params: dict[str, Any]) -> Any | None:
         found = await self.rows(conn, params)
