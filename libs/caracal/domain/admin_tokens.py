@@ -56,9 +56,7 @@ _PUBLIC = (
 )
 
 
-class AdminTokenCreated(Resource):
-    """The answer to a creation: the only time the token's cleartext is shown."""
-
+class _AdminTokenFields(Resource):
     id: str
     name: str
     scope: Scope
@@ -66,19 +64,17 @@ class AdminTokenCreated(Resource):
     zone_id: str | None
     created_by: str
     created_at: Timestamp
+
+
+class AdminTokenCreated(_AdminTokenFields):
+    """The answer to a creation: the only time the token's cleartext is shown."""
+
     token: str
 
 
-class AdminToken(Resource):
+class AdminToken(_AdminTokenFields):
     """A token as listed: never its secret."""
 
-    id: str
-    name: str
-    scope: Scope
-    capability: Capability
-    zone_id: str | None
-    created_by: str
-    created_at: Timestamp
     last_used_at: Timestamp | None
     revoked_at: Timestamp | None
 
