@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime, timedelta
@@ -504,3 +505,21 @@ async def test_a_drain_cut_by_its_time_budget_continues_after_what_it_published(
     await dispatcher.iteration()
     assert await stream_ids(redis, STREAM) == [*ids, later]
     assert await pending_ids(engine) == set()
+
+
+async def test_a_lease_session_left_busy_by_an_interrupted_call_is_replaced(settings: Settings) -> None:
+    """The driver refuses a busy session ("another operation is in progress"); the liveness check
+    takes that as a lost session and connects anew instead of failing every iteration after it."""
+    leases = StreamLeases(str(settings.database_url))
+    first = await leases.connection()
+    busy = asyncio.create_task(first.fetchval("SELECT pg_sleep(2)"))
+    await asyncio.sleep(0)  # one loop turn: the query is on the wire and the session is busy
+    leases.suspect()
+    try:
+        second = await leases.connection()
+        assert second is not first
+        assert await second.fetchval("SELECT 1") == 1
+    finally:
+        busy.cancel()
+        await asyncio.gather(busy, return_exceptions=True)
+        await leases.close()

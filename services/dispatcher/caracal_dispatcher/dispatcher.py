@@ -162,6 +162,13 @@ class Dispatcher:
 
     async def iteration(self) -> float:
         """Drain each held stream in turn; returns how long to wait before the next iteration."""
+        try:
+            return await self._iteration()
+        except Exception:
+            self.leases.suspect()  # whatever failed, the next iteration first checks the session
+            raise
+
+    async def _iteration(self) -> float:
         conn = await self.leases.connection()
         if not self.publisher.origin:
             self.publisher.origin = str(await conn.fetchval("SELECT origin FROM outbox_origin"))

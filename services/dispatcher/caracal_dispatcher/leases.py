@@ -42,12 +42,17 @@ class StreamLeases:
                 await self.conn.fetchval("SELECT 1", timeout=5)
                 self.checked_at = time.monotonic()
                 return self.conn
-            except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
+            except Exception as exc:  # any failure (also the driver's "another operation is in
+                # progress" after an interrupted call) leaves the session unusable: start a new one
                 log.warning("lease connection lost (%r); leases are gone", exc, exc_info=True)
         await self._drop()
         self.conn = await asyncpg.connect(self.url, timeout=5, server_settings=self.server_settings)
         self.checked_at = time.monotonic()
         return self.conn
+
+    def suspect(self) -> None:
+        """After a failed iteration: check the session before it is used again."""
+        self.checked_at = 0.0
 
     async def claim(self, streams: list[str]) -> list[str]:
         """Try to take the streams not held yet; returns the ones newly taken (to reconcile)."""
