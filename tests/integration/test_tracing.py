@@ -123,3 +123,13 @@ def test_otlp_exporter_sends_the_process_spans_to_the_configured_endpoint() -> N
     [(path, content_type, body)] = _Receiver.received
     assert (path, content_type) == ("/v1/traces", "application/x-protobuf")
     assert b"probe-span-7f3a" in body and b"caracal-probe" in body  # span name, service.name
+
+
+async def test_a_made_up_method_names_no_span(traced: tuple[httpx.AsyncClient, InMemorySpanExporter]) -> None:
+    """The method a client invents before authentication folds into "other" in the span too."""
+    http, spans = traced
+    await http.request("XYZZY", "/v1/zones")
+    [span] = spans.get_finished_spans()
+    assert span.name.startswith("other ")
+    assert span.attributes is not None
+    assert span.attributes["http.request.method"] == "other"

@@ -16,7 +16,7 @@ from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from caracal_api.audit_trail import request_row
-from caracal_api.metrics import HttpMetrics
+from caracal_api.metrics import HttpMetrics, method_label
 from caracal_api.resources import Resources
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9_.\-:]{1,128}$")
@@ -112,7 +112,7 @@ class RequestContext:
 
         tracing = (
             self.tracer.start_as_current_span(
-                scope["method"], context=_incoming_trace(scope), kind=SpanKind.SERVER
+                method_label(scope["method"]), context=_incoming_trace(scope), kind=SpanKind.SERVER
             )
             if self.tracer is not None
             else contextlib.nullcontext(None)
@@ -126,7 +126,7 @@ class RequestContext:
                 template = str(scope.get("path_template", "unmatched"))
                 self.metrics.observe(scope["method"], template, status, time.perf_counter() - started)
                 if span is not None:
-                    _describe(span, scope["method"], template, status, request_id)
+                    _describe(span, method_label(scope["method"]), template, status, request_id)
                 if is_v1 and _needs_queued_audit(scope, status):
                     self.resources.audit.offer(request_row(scope, status))
 
