@@ -42,15 +42,20 @@ def _metric(service: Service, route: str) -> float:
 async def test_two_workers_migrate_once_and_metrics_count_every_worker(
     servers: Servers, logdir: Path, started: list[Service]
 ) -> None:
-    """CARACAL_API_WORKERS=2: two worker processes, one migration, and /metrics sums both."""
+    """CARACAL_API_WORKERS=2: two worker processes sharing the pool budget, one migration, and
+    /metrics sums both."""
     env = service_env(
-        await recreate_database(servers, "e2e_workers"), servers.redis_url, CARACAL_API_WORKERS="2"
+        await recreate_database(servers, "e2e_workers"),
+        servers.redis_url,
+        CARACAL_API_WORKERS="2",
+        CARACAL_DB_POOL_MAX="6",
     )
     api = start_service("api", env, logdir)
     started.append(api)
     await asyncio.to_thread(wait_ready, api)
     assert len(_workers(api)) == 2, api.log()
     assert len(re.findall(r"migrations: applied", api.log())) == 1
+    assert "2 workers, 3 database connections each (CARACAL_DB_POOL_MAX=6)" in api.log()
     before = await asyncio.to_thread(_metric, api, "/health")
     with ThreadPoolExecutor(16) as pool:  # new connections spread over both workers' accept queues
         statuses = list(pool.map(lambda _: call(api, "GET", "/health")[0], range(200)))

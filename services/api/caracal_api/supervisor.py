@@ -39,12 +39,21 @@ def listening_socket(port: int) -> socket.socket:
     return sock
 
 
-def _start_worker(index: int, sock: socket.socket, metrics_dir: str) -> subprocess.Popen[bytes]:
+def worker_pool_size(settings: Settings) -> int:
+    """CARACAL_DB_POOL_MAX bounds the replica's connections, whatever its core count: the workers
+    share it (at least 2 each, so a read and a write can always proceed)."""
+    return max(2, settings.db_pool_max // settings.api_workers)
+
+
+def _start_worker(
+    index: int, sock: socket.socket, metrics_dir: str, pool_size: int
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         LISTEN_FD: str(sock.fileno()),
         "CARACAL_API_WORKER_INDEX": str(index),
         METRICS_DIR: metrics_dir,  # each worker writes its counters there; /metrics sums them all
+        "CARACAL_DB_POOL_MAX": str(pool_size),
     }
     return subprocess.Popen([sys.executable, "-m", "caracal_api"], env=env, pass_fds=(sock.fileno(),))
 
@@ -60,6 +69,7 @@ class Supervisor:
         self.workers: dict[int, subprocess.Popen[bytes]] = {}
         self.stopping: int | None = None
         self.metrics_dir = tempfile.mkdtemp(prefix="caracal-api-metrics-")
+        self.pool_size = worker_pool_size(settings)
 
     def on_signal(self, sig: int, _frame: FrameType | None) -> None:
         self.stopping = sig
@@ -67,8 +77,14 @@ class Supervisor:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self.on_signal)
         signal.signal(signal.SIGINT, self.on_signal)
+        log.info(
+            "api: %d workers, %d database connections each (CARACAL_DB_POOL_MAX=%d)",
+            self.settings.api_workers,
+            self.pool_size,
+            self.settings.db_pool_max,
+        )
         for index in range(self.settings.api_workers):
-            self.workers[index] = _start_worker(index, self.sock, self.metrics_dir)
+            self.workers[index] = _start_worker(index, self.sock, self.metrics_dir, self.pool_size)
         while self.stopping is None:
             time.sleep(POLL_S)
             self._restart_dead()
@@ -83,7 +99,7 @@ class Supervisor:
                 "api worker %d (pid %d) stopped: %s; restarting", index, process.pid, _describe_exit(code)
             )
             time.sleep(RESTART_DELAY_S)
-            self.workers[index] = _start_worker(index, self.sock, self.metrics_dir)
+            self.workers[index] = _start_worker(index, self.sock, self.metrics_dir, self.pool_size)
 
     def _stop_all(self) -> int:
         log.info(
