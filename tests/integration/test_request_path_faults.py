@@ -130,14 +130,21 @@ async def test_archiving_a_zone_refuses_its_zone_tokens_at_once(
 async def test_a_hung_redis_costs_a_request_well_under_a_second(
     settings: Settings, engine: AsyncEngine, tmp_path: Path
 ) -> None:
-    """Redis stopped with SIGSTOP (accepts, never answers), limits on: GETs still answer quickly."""
+    """Redis stopped with SIGSTOP (accepts, never answers), limits on: GETs still answer quickly, and
+    /ready says redis_unreachable within a probe's patience."""
     await _seeded(engine)
     server = EmbeddedRedis(tmp_path / "redis")
     url = server.start()
-    client = Redis.from_url(url, socket_timeout=0.2, socket_connect_timeout=0.2)
+    client = Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)  # as build_resources
     try:
         async with worker(
-            settings, engine, client, redis_url=url, v1_rate_limit_per_min=600, auth_fail_limit_per_min=60
+            settings,
+            engine,
+            client,
+            redis_url=url,
+            v1_rate_limit_per_min=600,
+            auth_fail_limit_per_min=60,
+            ready_rate_limit_per_min=120,
         ) as (http, _):
             assert (await http.get("/v1/zones", headers=ADMIN)).status_code == 200
             assert server.process is not None
@@ -147,6 +154,10 @@ async def test_a_hung_redis_costs_a_request_well_under_a_second(
                     started = time.monotonic()
                     assert (await http.get("/v1/zones", headers=ADMIN)).status_code == 200
                     assert time.monotonic() - started < 0.5
+                started = time.monotonic()
+                ready = await http.get("/ready")
+                assert (ready.status_code, ready.json()["error"]) == (503, "redis_unreachable")
+                assert time.monotonic() - started < 2.0
             finally:
                 server.process.send_signal(signal.SIGCONT)
     finally:

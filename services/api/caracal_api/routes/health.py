@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 from typing import Any
@@ -17,11 +18,12 @@ from caracal.errors import CaracalError, Unavailable
 from caracal.events import CONTRACT_STREAMS, stats_key
 from caracal_api.auth import client_ip
 from caracal_api.metrics import HttpMetrics, outbox_lines
-from caracal_api.ratelimit import minute_key, over_limit
+from caracal_api.ratelimit import minute_key
 from caracal_api.resources import ResourcesDep, provide_resources
 
 log = logging.getLogger("caracal.api.health")
 DEPS = {"res": Provide(provide_resources, sync_to_thread=False)}
+READY_REDIS_TIMEOUT_S = 1.0
 PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -38,8 +40,8 @@ def _not_ready(body: dict[str, Any]) -> Response[dict[str, Any]]:
 async def ready(  # noqa: PLR0911 - one answer per reason, in the contract's order
     request: Request[Any, Any, Any], res: ResourcesDep
 ) -> Response[dict[str, Any]]:
-    ip = client_ip(request, res.settings.trust_proxy)
-    if await over_limit(res.redis, minute_key("api:ready_rl", ip), res.settings.ready_rate_limit_per_min):
+    ip = client_ip(request, res.settings)
+    if await res.limits.over(minute_key("api:ready_rl", ip), res.settings.ready_rate_limit_per_min):
         return Response({"error": "rate_limited"}, status_code=429)
     if res.draining:
         return _not_ready({"draining": True})
@@ -54,9 +56,9 @@ async def ready(  # noqa: PLR0911 - one answer per reason, in the contract's ord
         return _not_ready({"error": "postgres_unreachable", "dependency": "postgres"})
     if revision != head_revision():
         return _not_ready({"error": "migrations_pending", "dependency": "postgres", "revision": revision})
-    try:
-        await res.redis.ping()
-    except (RedisError, OSError) as exc:
+    try:  # a hung Redis must not hold a probe longer than load balancers wait for it
+        await asyncio.wait_for(res.redis.ping(), READY_REDIS_TIMEOUT_S)
+    except (RedisError, OSError, TimeoutError) as exc:
         log.debug("ready: redis unavailable: %r", exc)
         return _not_ready({"error": "redis_unreachable", "dependency": "redis"})
     if dead > res.settings.outbox_ready_dead_max:
