@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
 import os
 import secrets
 import signal
@@ -11,7 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +22,23 @@ from caracal.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 HMAC_KEY_HEX = secrets.token_hex(32)
 KEK = f"test1:{secrets.token_hex(32)}"
 ADMIN_TOKEN = "cat_test_" + secrets.token_urlsafe(24)
+
+
+async def eventually(
+    condition: Callable[[], bool | Awaitable[bool]], what: str, within: float = 10, poll: float = 0.01
+) -> float:
+    """Wait until `condition()` (a value or an awaitable) is true; fails naming `what` after `within`
+    seconds (an assertion, so the test says what did not happen rather than timing out).
+    Returns the seconds it took. The one way the tests wait for something to happen."""
+    started = time.monotonic()
+    while True:
+        met = condition()
+        if inspect.isawaitable(met):
+            met = await met
+        if met:
+            return time.monotonic() - started
+        assert time.monotonic() - started < within, f"{what}: not within {within} s"
+        await asyncio.sleep(poll)
 
 
 def docker_answers() -> bool:

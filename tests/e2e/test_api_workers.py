@@ -17,7 +17,7 @@ import pytest
 from caracal.db.engine import plain_url
 from tests.conftest import recreate_database
 from tests.e2e.test_processes import call
-from tests.support import Servers, Service, service_env, start_service, wait_ready
+from tests.support import Servers, Service, eventually, service_env, start_service, wait_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -39,20 +39,25 @@ def _metric(service: Service, route: str) -> float:
     return sum(float(value) for value in re.findall(pattern, body, re.M))
 
 
+async def _running_api(
+    servers: Servers, logdir: Path, started: list[Service], database: str, **overrides: str
+) -> tuple[Service, dict[str, str]]:
+    """`caracal api` on its own new database, ready; stopped at the end of the test."""
+    env = service_env(await recreate_database(servers, database), servers.redis_url, **overrides)
+    api = start_service("api", env, logdir)
+    started.append(api)
+    await asyncio.to_thread(wait_ready, api)
+    return api, env
+
+
 async def test_two_workers_migrate_once_and_metrics_count_every_worker(
     servers: Servers, logdir: Path, started: list[Service]
 ) -> None:
     """CARACAL_API_WORKERS=2: two worker processes sharing the pool budget, one migration, and
     /metrics sums both."""
-    env = service_env(
-        await recreate_database(servers, "e2e_workers"),
-        servers.redis_url,
-        CARACAL_API_WORKERS="2",
-        CARACAL_DB_POOL_MAX="6",
+    api, _ = await _running_api(
+        servers, logdir, started, "e2e_workers", CARACAL_API_WORKERS="2", CARACAL_DB_POOL_MAX="6"
     )
-    api = start_service("api", env, logdir)
-    started.append(api)
-    await asyncio.to_thread(wait_ready, api)
     assert len(_workers(api)) == 2, api.log()
     assert len(re.findall(r"migrations: applied", api.log())) == 1
     assert "2 workers, 3 database connections each (CARACAL_DB_POOL_MAX=6)" in api.log()
@@ -60,27 +65,27 @@ async def test_two_workers_migrate_once_and_metrics_count_every_worker(
     with ThreadPoolExecutor(16) as pool:  # new connections spread over both workers' accept queues
         statuses = list(pool.map(lambda _: call(api, "GET", "/health")[0], range(200)))
     assert statuses == [200] * 200
+
     # a worker counts a request right after answering it: wait for the last counts to land
-    deadline = time.monotonic() + 5
-    while (after := await asyncio.to_thread(_metric, api, "/health")) < before + 200:
-        assert time.monotonic() < deadline, (before, after)
-        await asyncio.sleep(0.05)
-    assert after == before + 200
+    async def all_counted() -> bool:
+        return await asyncio.to_thread(_metric, api, "/health") >= before + 200
+
+    await eventually(all_counted, "every request counted", within=5)
+    assert await asyncio.to_thread(_metric, api, "/health") == before + 200
 
 
 async def test_sigterm_drains_every_worker_within_the_shutdown_timeout(
     servers: Servers, logdir: Path, started: list[Service]
 ) -> None:
     """A PATCH held up by a row lock finishes with 200 after SIGTERM; the API exits 0 in time."""
-    env = service_env(
-        await recreate_database(servers, "e2e_workers_term"),
-        servers.redis_url,
+    api, env = await _running_api(
+        servers,
+        logdir,
+        started,
+        "e2e_workers_term",
         CARACAL_API_WORKERS="2",
         CARACAL_SHUTDOWN_TIMEOUT_MS="8000",
     )
-    api = start_service("api", env, logdir)
-    started.append(api)
-    await asyncio.to_thread(wait_ready, api)
     status, zone = await asyncio.to_thread(call, api, "POST", "/v1/zones", {"name": "Held"})
     assert status == 201
     holder = await asyncpg.connect(plain_url(env["DATABASE_URL"]))
@@ -98,7 +103,8 @@ async def test_sigterm_drains_every_worker_within_the_shutdown_timeout(
         await _waiting_for_lock(env["DATABASE_URL"])
         started_stop = time.monotonic()
         api.process.send_signal(signal.SIGTERM)
-        await asyncio.sleep(1.0)  # the drain must wait for the held request, however long it takes
+        # both workers are draining; the held request keeps the API running however long it takes
+        await eventually(lambda: api.log().count("Shutting down") == 2, "both workers draining")
         assert api.process.poll() is None, "the API stopped before its in-flight request finished"
         await tx.rollback()
     finally:
@@ -113,14 +119,12 @@ async def test_sigterm_drains_every_worker_within_the_shutdown_timeout(
 async def _waiting_for_lock(database_url: str) -> None:
     """Watched from its own connection (a transaction sees one snapshot of the lock table)."""
     conn = await asyncpg.connect(plain_url(database_url))
-    deadline = time.monotonic() + 10
-    query = "SELECT count(*) FROM pg_locks WHERE NOT granted"
     try:
-        while not await conn.fetchval(query):
-            if time.monotonic() > deadline:
-                activity = await conn.fetch("SELECT pid, state, wait_event_type, query FROM pg_stat_activity")
-                raise AssertionError(f"the PATCH never reached the locked row: {[dict(r) for r in activity]}")
-            await asyncio.sleep(0.02)
+
+        async def waiting() -> bool:
+            return bool(await conn.fetchval("SELECT count(*) > 0 FROM pg_locks WHERE NOT granted"))
+
+        await eventually(waiting, "the PATCH waiting for the locked row")
     finally:
         await conn.close()
 
@@ -130,16 +134,15 @@ async def test_forwarded_for_does_not_move_the_peer_unless_trusted(
 ) -> None:
     """The server itself ignores X-Forwarded-For: a loopback peer claiming another address still
     bootstraps (it is the socket peer that counts), and rotating the header escapes no limit."""
-    env = service_env(
-        await recreate_database(servers, "e2e_workers_xff"),
-        servers.redis_url,
+    api, _ = await _running_api(
+        servers,
+        logdir,
+        started,
+        "e2e_workers_xff",
         CARACAL_LOCAL_BOOTSTRAP_ENABLED="true",
         ADMIN_AUTH_FAIL_LIMIT_PER_MIN="2",
         CARACAL_ADMIN_TOKEN="",
     )
-    api = start_service("api", env, logdir)
-    started.append(api)
-    await asyncio.to_thread(wait_ready, api)
     import urllib.error
     import urllib.request
 

@@ -11,14 +11,15 @@ from typing import Any
 
 import asyncpg
 import pytest_asyncio
-from sqlalchemy import select, text
+from sqlalchemy import text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.elements import ClauseElement
 
 from caracal.db.engine import plain_url
-from caracal.db.paging import Page, paged
+from caracal.db.paging import Page, PagedQuery
 from caracal.db.tables.outbox import event_outbox
+from caracal.domain.dead_letters import DEAD
 from caracal.outbox import _PRUNE
 from caracal.settings import Settings
 from caracal_dispatcher.dispatcher import (
@@ -60,10 +61,8 @@ def _queries() -> list[tuple[str, str, list[Any]]]:
 
 
 def _list_dead_sql() -> str:
-    query = select(event_outbox.c.id).where(
-        event_outbox.c.dispatched_at.is_(None), event_outbox.c.dead_at.is_not(None)
-    )
-    return _literal(paged(query, event_outbox.c.dead_at, event_outbox.c.id, Page(limit=50)))
+    statement, params = PagedQuery(DEAD, event_outbox.c.dead_at, event_outbox.c.id).statement(Page(limit=50))
+    return _literal(statement.params(**params))
 
 
 def _literal(statement: ClauseElement) -> str:

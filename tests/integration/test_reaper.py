@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import pytest
@@ -23,6 +23,7 @@ from caracal.worker import StopSignal, poll_loop
 from caracal_reaper.job import Job, Outcome
 from caracal_reaper.jobs import OUTBOX_PRUNE
 from caracal_reaper.runner import Reaper
+from tests.support import eventually
 
 DEADLINE_S = 20.0
 HOUR_MS = 3_600_000
@@ -45,13 +46,6 @@ async def _events(engine: AsyncEngine, count: int, dispatched_hours_ago: float |
 async def _outbox_rows(engine: AsyncEngine) -> int:
     async with engine.connect() as conn:
         return int((await conn.execute(text("SELECT count(*) FROM event_outbox"))).scalar_one())
-
-
-async def _until(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached before the deadline"
-        await asyncio.sleep(0.01)
 
 
 @pytest_asyncio.fixture
@@ -150,7 +144,7 @@ async def test_two_reapers_never_run_one_job_at_the_same_time(
     first, second = Reaper(settings, engine, redis, [job]), Reaper(settings, other_engine, redis, [job])
     running = asyncio.create_task(first.run_job(job))
     try:
-        await _until(lambda: len(inside) == 1)
+        await eventually(lambda: len(inside) == 1, "len(inside) == 1", within=DEADLINE_S, poll=0.01)
         skipped = await asyncio.wait_for(second.run_job(job), DEADLINE_S)
         assert (skipped.ran, len(inside)) == (False, 1)
     finally:

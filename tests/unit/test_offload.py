@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
 
 from caracal.offload import DEFAULT_LIMIT, CpuPool, run_cpu
 from caracal.passwords import hash_client_secret
+from tests.support import eventually
 
 DEADLINE_S = 30.0
 
@@ -36,18 +36,11 @@ class Gate:
                 self.active -= 1
 
 
-async def _until(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached before the deadline"
-        await asyncio.sleep(0.001)
-
-
 async def test_no_more_jobs_run_at_once_than_the_limit() -> None:
     pool, gate = CpuPool(limit=2), Gate()
     try:
         jobs = [asyncio.ensure_future(pool.run(gate.job, n)) for n in range(6)]
-        await _until(lambda: gate.active == 2)
+        await eventually(lambda: gate.active == 2, "gate.active == 2", within=DEADLINE_S, poll=0.001)
         assert len(gate.started) == 2  # the other four wait as coroutines, not in the executor
         gate.opened.set()
         assert await asyncio.gather(*jobs) == [n * n for n in range(6)]
@@ -61,7 +54,7 @@ async def test_a_cancelled_waiter_never_starts_its_job() -> None:
     pool, gate = CpuPool(limit=1), Gate()
     try:
         first = asyncio.ensure_future(pool.run(gate.job, 1))
-        await _until(lambda: gate.active == 1)
+        await eventually(lambda: gate.active == 1, "gate.active == 1", within=DEADLINE_S, poll=0.001)
         second = asyncio.ensure_future(pool.run(gate.job, 2))
         third = asyncio.ensure_future(pool.run(gate.job, 3))
         await asyncio.sleep(0)  # let both reach the semaphore
@@ -108,7 +101,12 @@ async def test_the_process_pool_bounds_concurrency_by_default() -> None:
     gate = Gate()
     jobs = [asyncio.ensure_future(run_cpu(gate.job, n)) for n in range(DEFAULT_LIMIT + 3)]
     try:
-        await _until(lambda: gate.active == DEFAULT_LIMIT)
+        await eventually(
+            lambda: gate.active == DEFAULT_LIMIT,
+            "gate.active == DEFAULT_LIMIT",
+            within=DEADLINE_S,
+            poll=0.001,
+        )
         assert len(gate.started) == DEFAULT_LIMIT
     finally:
         gate.opened.set()

@@ -39,9 +39,8 @@ def create_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncE
         asyncpg_url(database_url),
         pool_size=pool_size or settings.db_pool_max,
         max_overflow=0,
-        # no pre-ping (it costs a round trip per checkout): a connection that fails is discarded, and
-        # SQLAlchemy then recycles the rest of the pool; reads are retried once (read_retried)
-        pool_pre_ping=False,
+        # (no pre-ping, SQLAlchemy's default: it would cost a round trip per checkout; a connection
+        # that fails is discarded with the rest of the pool, and reads are retried once: read_retried)
         pool_use_lifo=True,  # a warm connection (its prepared statements cached) serves the next request
         hide_parameters=True,  # statement parameters may hold sealed secrets: never in logs
         pool_timeout=settings.db_pool_timeout_ms / 1000,

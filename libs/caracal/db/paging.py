@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import BindParameter, ColumnElement, Select, and_, bindparam, or_
+from sqlalchemy import BindParameter, ColumnElement, Integer, Select, and_, bindparam, or_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from caracal.db.query import Query
@@ -57,16 +57,6 @@ def parse_page(limit: str | None, cursor: str | None, *, default: int = 200, max
     return Page(size, decode_cursor(cursor))
 
 
-def paged(
-    query: Select[Any], created_at: ColumnElement[datetime], row_id: ColumnElement[str], page: Page
-) -> Select[Any]:
-    """ORDER BY created_at DESC, id DESC, continuing after the cursor's row."""
-    if page.after is not None:
-        ts, last_id = page.after
-        query = query.where(or_(created_at < ts, and_(created_at == ts, row_id < last_id)))
-    return query.order_by(created_at.desc(), row_id.desc()).limit(page.limit)
-
-
 class PagedQuery:
     """A list query built once: the first page and the pages after a cursor, with bound parameters
     (`limit`, and `after_ts`/`after_id`), so a request builds no SQL."""
@@ -74,9 +64,9 @@ class PagedQuery:
     def __init__(
         self, query: Select[Any], created_at: ColumnElement[datetime], row_id: ColumnElement[str]
     ) -> None:
-        ordered = query.order_by(created_at.desc(), row_id.desc()).limit(bindparam("limit"))
-        after_ts: BindParameter[datetime] = bindparam("after_ts")
-        after_id: BindParameter[str] = bindparam("after_id")
+        ordered = query.order_by(created_at.desc(), row_id.desc()).limit(bindparam("limit", type_=Integer))
+        after_ts: BindParameter[datetime] = bindparam("after_ts", type_=created_at.type)
+        after_id: BindParameter[str] = bindparam("after_id", type_=row_id.type)
         self.first = ordered
         later = or_(created_at < after_ts, and_(created_at == after_ts, row_id < after_id))
         self.after = ordered.where(later)

@@ -42,16 +42,15 @@ def _lost_connection(exc: BaseException) -> bool:
 
 class Query:
     def __init__(self, statement: Select[Any]) -> None:
-        for column in statement.selected_columns:
-            if isinstance(column.type, JSON):  # SQLAlchemy decodes JSON; the raw driver would not
-                raise TypeError(f"{column.name}: JSON columns are read through SQLAlchemy, not Query")
+        # SQLAlchemy decodes JSON columns and the raw driver would not: such reads go through it
+        self.via_sqlalchemy = any(isinstance(c.type, JSON) for c in statement.selected_columns)
         compiled = statement.compile(dialect=_DIALECT)
         self.statement = statement
         self.sql = str(compiled)
         self.names = tuple(compiled.positiontup or ())
 
     async def rows(self, conn: AsyncConnection, params: dict[str, Any]) -> list[Any]:
-        if conn.in_transaction():
+        if self.via_sqlalchemy or conn.in_transaction():
             return list((await conn.execute(self.statement, params)).all())
         driver = cast("asyncpg.Connection", (await conn.get_raw_connection()).driver_connection)
         try:

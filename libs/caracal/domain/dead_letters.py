@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from sqlalchemy import func, select, text
+from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from caracal.db.paging import Listing, Page, listing, paged
+from caracal.db.paging import Listing, Page, PagedQuery, listing
 from caracal.db.tables.outbox import event_outbox
 from caracal.domain.context import Caller
 from caracal.domain.wire import Body, Resource, Text, Timestamp
@@ -70,13 +70,18 @@ def outbox_wire(row: Any) -> OutboxEvent:
     )
 
 
+DEAD = select(*_COLUMNS).where(event_outbox.c.dispatched_at.is_(None), event_outbox.c.dead_at.is_not(None))
+_DEAD_PAGE = PagedQuery(DEAD, event_outbox.c.dead_at, event_outbox.c.id)
+_DEAD_OF_STREAM_PAGE = PagedQuery(
+    DEAD.where(event_outbox.c.stream_name == bindparam("stream")), event_outbox.c.dead_at, event_outbox.c.id
+)
+
+
 async def list_dead(conn: AsyncConnection, page: Page, stream: str | None = None) -> Listing[OutboxEvent]:
-    query = select(*_COLUMNS).where(
-        event_outbox.c.dispatched_at.is_(None), event_outbox.c.dead_at.is_not(None)
-    )
-    if stream is not None:
-        query = query.where(event_outbox.c.stream_name == stream)
-    rows = (await conn.execute(paged(query, event_outbox.c.dead_at, event_outbox.c.id, page))).all()
+    if stream is None:
+        rows = await _DEAD_PAGE.rows(conn, page)
+    else:
+        rows = await _DEAD_OF_STREAM_PAGE.rows(conn, page, stream=stream)
     return listing(rows, page, outbox_wire, ts_attr="dead_at")
 
 

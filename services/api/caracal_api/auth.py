@@ -30,13 +30,10 @@ def forwarded_client(header: str, hops: int) -> str | None:
     return entries[-hops] if len(entries) >= hops else (entries[0] if entries else None)
 
 
-def client_ip(connection: ASGIConnection[Any, Any, Any, Any], settings: Settings | bool) -> str:
+def client_ip(connection: ASGIConnection[Any, Any, Any, Any], settings: Settings) -> str:
     """The socket peer; behind TRUST_PROXY, the X-Forwarded-For entry TRUST_PROXY_HOPS from the right."""
-    trust, hops = (
-        (settings, 1) if isinstance(settings, bool) else (settings.trust_proxy, settings.trust_proxy_hops)
-    )
-    if trust:
-        found = forwarded_client(connection.headers.get("x-forwarded-for", ""), hops)
+    if settings.trust_proxy:
+        found = forwarded_client(connection.headers.get("x-forwarded-for", ""), settings.trust_proxy_hops)
         if found:
             return found
     return connection.client.host if connection.client else "unknown"

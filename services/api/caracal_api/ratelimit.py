@@ -103,9 +103,3 @@ class RequestLimits:
     async def over(self, key: str, limit: int) -> bool:
         over, _ = await self.count([Window(key, limit)])
         return over
-
-
-async def over_limit(redis: Redis | RequestLimits, key: str, limit: int) -> bool:
-    """One window; given a plain client, counted without the breaker (for callers off the hot path)."""
-    limits = redis if isinstance(redis, RequestLimits) else RequestLimits(redis)
-    return await limits.over(key, limit)

@@ -101,5 +101,5 @@ async def listen_for_invalidations(redis: Redis, cache: TokenCache) -> None:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.warning("token invalidations: subscription lost (%r); retrying", exc)
+            log.warning("token invalidations: subscription lost (%r); retrying", exc, exc_info=True)
         await asyncio.sleep(RESUBSCRIBE_S)
