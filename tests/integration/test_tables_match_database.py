@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from caracal.db.engine import asyncpg_url, plain_url
 from caracal.db.tables import metadata
 from caracal.db.tables.outbox import outbox_origin
+from caracal.db.tables.resources import gateway_binding_revision
 from caracal.settings import Settings
 from tests.conftest import recreate_database
 from tests.integration.catalog import Shape, describe, differences
@@ -167,7 +168,10 @@ async def test_tests_start_with_every_table_empty_but_the_seeded_singleton_rows(
 ) -> None:
     """The truncation list comes from the catalog: a new table is emptied between tests without an edit."""
     truncated = {name.strip('" ') for name in truncate_all.removeprefix("TRUNCATE ").split(",")}
-    assert truncated == set(metadata.tables) - {"outbox_origin"}
+    assert truncated == set(metadata.tables) - {"outbox_origin", "gateway_binding_revision"}
     async with engine.connect() as conn:
         origins = (await conn.execute(select(func.count()).select_from(outbox_origin))).scalar_one()
-    assert origins == 1
+        revisions = (
+            await conn.execute(select(func.count()).select_from(gateway_binding_revision))
+        ).scalar_one()
+    assert (origins, revisions) == (1, 1)

@@ -42,17 +42,32 @@ def invalid_code_of(table: Table) -> str:
 
 # Every aggregate's module registers its tables on `metadata` when imported; importing the
 # package therefore gives the whole schema (the registry and the schema test need all of it).
-from caracal.db.tables import admin_tokens, audit, outbox, zones  # noqa: E402
+from caracal.db.tables import (  # noqa: E402
+    admin_tokens,
+    applications,
+    audit,
+    grants,
+    outbox,
+    providers,
+    resources,
+    sessions,
+    zones,
+)
 
 __all__ = [
     "TS",
     "Xid8",
     "admin_tokens",
     "aggregate",
+    "applications",
     "audit",
     "entity_of",
+    "grants",
     "invalid_code_of",
     "metadata",
     "outbox",
+    "providers",
+    "resources",
+    "sessions",
     "zones",
 ]
