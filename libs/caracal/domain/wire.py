@@ -21,3 +21,12 @@ class Body(msgspec.Struct, forbid_unknown_fields=True):
 
 class Resource(msgspec.Struct):
     """A response body: encoded straight to JSON bytes, keys as the fields are named."""
+
+
+class LenientBody(msgspec.Struct):
+    """A request body of a lenient route (CONTRACT.md §4.14): keys it does not name are dropped."""
+
+
+# A grant or provider-grant scope (CONTRACT.md §7.2), and the 1..64 of them a grant holds.
+Scope = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[a-z0-9:_./-]+$")]
+Scopes = Annotated[list[Scope], msgspec.Meta(min_length=1, max_length=64)]

@@ -27,9 +27,14 @@ from caracal_api.middleware import RequestContext
 from caracal_api.openapi import OPENAPI_PLUGINS, mark_optional_bodies
 from caracal_api.resources import Resources
 from caracal_api.routes.admin_tokens import AdminTokenController, local_bootstrap
+from caracal_api.routes.applications import ApplicationController
 from caracal_api.routes.common import invalid_request
+from caracal_api.routes.grants import GrantController
 from caracal_api.routes.health import health, metrics, ready
 from caracal_api.routes.outbox import OutboxController
+from caracal_api.routes.provider_grants import ProviderGrantController
+from caracal_api.routes.providers import ProviderController
+from caracal_api.routes.resources import ResourceController
 from caracal_api.routes.zones import ZoneController
 
 
@@ -94,7 +99,17 @@ def create_app(
 
     v1 = Router(
         path="/",
-        route_handlers=[ZoneController, AdminTokenController, OutboxController, local_bootstrap],
+        route_handlers=[
+            ZoneController,
+            ApplicationController,
+            ResourceController,
+            ProviderController,
+            GrantController,
+            ProviderGrantController,
+            AdminTokenController,
+            OutboxController,
+            local_bootstrap,
+        ],
         before_request=before_v1,
         security=[{"bearer": []}],
         exception_handlers={ValidationException: invalid_request},
