@@ -2,24 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
-from urllib.parse import urlsplit
+from tests.integration.wire_budget import ADMIN, Counted, measure, warm
 
-import httpx
-import pytest_asyncio
-from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from caracal.db.engine import create_engine, transaction
-from caracal.domain.admin_tokens import seed_env_token
-from caracal.settings import Settings
-from caracal_api.app import create_app
-from caracal_api.resources import Resources
-from tests.pg_wire_counter import WireCounter
-from tests.support import ADMIN_TOKEN
-
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 # Round trips per request once the token is cached and the statements are prepared on the connection.
 # A write is BEGIN, its statements, the outbox row, the audit row and COMMIT.
 BUDGETS = {
@@ -32,59 +16,6 @@ BUDGETS = {
 }
 
 
-@dataclass
-class Counted:
-    http: httpx.AsyncClient
-    wire: WireCounter
-    resources: Resources
-
-
-def _via(database_url: str, port: int) -> str:
-    parts = urlsplit(database_url)
-    netloc = parts.netloc.rsplit("@", 1)
-    host = f"127.0.0.1:{port}"
-    return parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host).geturl()
-
-
-@pytest_asyncio.fixture
-async def counted(settings: Settings, engine: AsyncEngine, shared_redis: Redis) -> AsyncIterator[Counted]:
-    """The app on its own engine whose connections pass through a wire counter."""
-    url = urlsplit(str(settings.database_url))
-    wire = WireCounter(url.hostname or "127.0.0.1", url.port or 5432)
-    port = await wire.start()
-    proxied = replace(settings, database_url=_via(str(settings.database_url), port))
-    counted_engine = create_engine(proxied, pool_size=4)
-    async with transaction(engine) as conn:
-        await seed_env_token(conn, ADMIN_TOKEN)
-    res = Resources(settings=proxied, engine=counted_engine, redis=shared_redis)
-    transport = httpx.ASGITransport(app=create_app(proxied, res))
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://caracal.test") as http:
-            yield Counted(http, wire, res)
-    finally:
-        await res.settled()
-        await res.stop()
-        await counted_engine.dispose()
-        await wire.stop()
-
-
-async def _warm(counted: Counted) -> None:
-    """The connection set up and the token cached (its first use also records last_used_at)."""
-    assert (await counted.http.get("/v1/zones?limit=1", headers=ADMIN)).status_code == 200
-    await counted.resources.settled()
-
-
-async def _measure(counted: Counted, method: str, path: str, body: object = None, expect: int = 200) -> int:
-    """Round trips of one request, after the same request warmed the connection and the token cache."""
-    await _warm(counted)
-    counted.wire.reset()
-    response = await counted.http.request(method, path, json=body, headers=ADMIN)
-    assert response.status_code == expect, response.text
-    await counted.resources.settled()
-    assert counted.wire.connections <= 1, counted.wire.round_trips
-    return counted.wire.total
-
-
 async def _zone(counted: Counted, name: str) -> str:
     response = await counted.http.post("/v1/zones", json={"name": name}, headers=ADMIN)
     assert response.status_code == 201, response.text
@@ -94,8 +25,8 @@ async def _zone(counted: Counted, name: str) -> str:
 async def test_authenticated_get_is_one_round_trip_on_one_connection(counted: Counted) -> None:
     """GET /v1/zones/{id}: the handler's one statement in autocommit (no BEGIN, pre-ping or token read)."""
     zone_id = await _zone(counted, "Budget One")
-    await _measure(counted, "GET", f"/v1/zones/{zone_id}")
-    assert await _measure(counted, "GET", f"/v1/zones/{zone_id}") <= BUDGETS["get_one"]
+    await measure(counted, "GET", f"/v1/zones/{zone_id}")
+    assert await measure(counted, "GET", f"/v1/zones/{zone_id}") <= BUDGETS["get_one"]
     assert not any(q.upper().startswith("BEGIN") for q in counted.wire.queries), counted.wire.queries
 
 
@@ -103,36 +34,36 @@ async def test_list_page_is_one_round_trip_whatever_its_size(counted: Counted) -
     """No N+1: a page of many zones costs what a page of one does."""
     for n in range(30):
         await _zone(counted, f"Budget List {n}")
-    await _measure(counted, "GET", "/v1/zones?limit=5")
-    assert await _measure(counted, "GET", "/v1/zones?limit=5") <= BUDGETS["get_list"]
-    assert await _measure(counted, "GET", "/v1/zones?limit=30") <= BUDGETS["get_list"]
+    await measure(counted, "GET", "/v1/zones?limit=5")
+    assert await measure(counted, "GET", "/v1/zones?limit=5") <= BUDGETS["get_list"]
+    assert await measure(counted, "GET", "/v1/zones?limit=30") <= BUDGETS["get_list"]
 
 
 async def test_post_is_one_transaction_holding_state_outbox_and_audit(counted: Counted) -> None:
     """The zone, its outbox row and its audit row commit together: one BEGIN, one COMMIT."""
     await _zone(counted, "Warm-up")
-    await _measure(counted, "POST", "/v1/zones", {"name": "Sluggy", "slug": "sluggy-1"}, expect=201)
-    spent = await _measure(counted, "POST", "/v1/zones", {"name": "Sluggy", "slug": "sluggy-2"}, expect=201)
+    await measure(counted, "POST", "/v1/zones", {"name": "Sluggy", "slug": "sluggy-1"}, expect=201)
+    spent = await measure(counted, "POST", "/v1/zones", {"name": "Sluggy", "slug": "sluggy-2"}, expect=201)
     assert spent <= BUDGETS["post_zone_with_slug"]
     assert [q.split()[0].upper().rstrip(";") for q in counted.wire.queries] == ["BEGIN", "COMMIT"]
-    spent = await _measure(counted, "POST", "/v1/zones", {"name": "Generated"}, expect=201)
+    spent = await measure(counted, "POST", "/v1/zones", {"name": "Generated"}, expect=201)
     assert spent <= BUDGETS["post_zone_generated_slug"]
 
 
 async def test_patch_and_delete_stay_within_their_budgets(counted: Counted) -> None:
     """PATCH and DELETE each use one connection and one transaction."""
     first, second = await _zone(counted, "Patch Me"), await _zone(counted, "Patch Me Too")
-    await _measure(counted, "PATCH", f"/v1/zones/{first}", {"name": "Patched"})
+    await measure(counted, "PATCH", f"/v1/zones/{first}", {"name": "Patched"})
     assert (
-        await _measure(counted, "PATCH", f"/v1/zones/{second}", {"name": "Patched"}) <= BUDGETS["patch_zone"]
+        await measure(counted, "PATCH", f"/v1/zones/{second}", {"name": "Patched"}) <= BUDGETS["patch_zone"]
     )
-    await _measure(counted, "DELETE", f"/v1/zones/{first}", expect=204)
-    assert await _measure(counted, "DELETE", f"/v1/zones/{second}", expect=204) <= BUDGETS["delete_zone"]
+    await measure(counted, "DELETE", f"/v1/zones/{first}", expect=204)
+    assert await measure(counted, "DELETE", f"/v1/zones/{second}", expect=204) <= BUDGETS["delete_zone"]
 
 
 async def test_failed_authentication_floods_write_nothing(counted: Counted) -> None:
     """50 requests with a bad token and 50 to unknown paths: no audit transaction, no write at all."""
-    await _warm(counted)
+    await warm(counted)
     counted.wire.reset()
     for _ in range(50):
         bad = await counted.http.get("/v1/zones", headers={"Authorization": "Bearer nope-nope-nope"})
