@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable
 
-from bench import api, idle, latency, throughput
+from bench import api, catalogue, idle, latency, throughput
 from bench.common import BenchEnv, BenchError, bench_env, say
 
 BENCHMARKS: dict[str, Callable[[BenchEnv], Awaitable[list[str]]]] = {
@@ -15,6 +15,7 @@ BENCHMARKS: dict[str, Callable[[BenchEnv], Awaitable[list[str]]]] = {
     "latency": latency.run,
     "idle": idle.run,
     "api": api.run,
+    "catalogue": catalogue.run,
 }
 USAGE = f"usage: python -m bench [{'|'.join(BENCHMARKS)} ...]  (all of them, in this order, by default)"
 

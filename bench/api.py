@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -237,12 +237,18 @@ def parse_wrk(output: str) -> Load:
 
 
 async def wrk(
-    bench: BenchEnv, server: ApiServer, path: str, seconds: float, script: str | None = None
+    bench: BenchEnv,
+    server: ApiServer,
+    path: str,
+    seconds: float,
+    script: str | None = None,
+    script_args: Sequence[str] = (),
 ) -> Load:
     headers = [*server.auth.items(), ("Content-Type", "application/json")]
     command = ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{seconds:g}s", "--timeout", "5s"]
     command += [arg for key, value in headers for arg in ("-H", f"{key}: {value}")]
     command += ["-s", str(_wrk_script(bench, script)), server.url + path, "--", secrets.token_hex(4)]
+    command += script_args
     process = await asyncio.create_subprocess_exec(
         *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )
@@ -254,16 +260,23 @@ async def wrk(
 
 
 async def measure_route(
-    bench: BenchEnv, server: ApiServer, label: str, path: str, script: str | None = None, seconds: float = 0
+    bench: BenchEnv,
+    server: ApiServer,
+    label: str,
+    path: str,
+    script: str | None = None,
+    seconds: float = 0,
+    script_args: Sequence[str] = (),
 ) -> Load:
     """A warm-up run, thrown away, then the measured one; a run that mostly failed is no figure."""
     seconds = seconds or DURATION_S
     say(f"{label}: warming up {WARMUP_S} s, then wrk -t{THREADS} -c{CONNECTIONS} for {seconds:g} s")
-    await wrk(bench, server, path, WARMUP_S, script)
+    await wrk(bench, server, path, WARMUP_S, script, script_args)
     meter = CpuMeter({"api": api_sampler(server), "postgres": server_samplers(bench)["postgres"]})
     async with profiled(server, label, seconds):
         meter.start()
-        found = (await wrk(bench, server, path, seconds, script)).with_cpu(meter.percent())
+        found = await wrk(bench, server, path, seconds, script, script_args)
+        found = found.with_cpu(meter.percent())
     say(f"{label}: {found.describe()}")
     if found.errors > found.requests / 2:
         raise BenchError(f"{label}: {found.errors} of {found.requests} requests failed\n{server.log_tail()}")
