@@ -23,6 +23,15 @@ def test_defaults_follow_the_design_table() -> None:
     assert (settings.outbox_poll_ms, settings.outbox_batch, settings.outbox_max_attempts) == (250, 32, 100)
     assert (settings.shutdown_timeout_ms, settings.mode, settings.log_level) == (15000, "stable", "info")
     assert settings.local_bootstrap_enabled is False
+    assert settings.outbox_batch_max == 512
+
+
+def test_outbox_batch_max_is_read_and_bounded() -> None:
+    """CARACAL_OUTBOX_BATCH_MAX sets the dispatcher's largest batch; 0 and huge values are refused."""
+    assert load_settings({**VALID, "CARACAL_OUTBOX_BATCH_MAX": "64"}).outbox_batch_max == 64
+    for bad in ("0", "10001"):
+        with pytest.raises(SettingsError, match="^CARACAL_OUTBOX_BATCH_MAX: must be between"):
+            load_settings({**VALID, "CARACAL_OUTBOX_BATCH_MAX": bad})
 
 
 @pytest.mark.parametrize(
