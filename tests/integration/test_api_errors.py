@@ -13,11 +13,13 @@ from typing import Any, get_args
 import httpx
 import msgspec
 import pytest
-from litestar import Litestar
+from litestar import Litestar, post
 from litestar.routes import HTTPRoute
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from caracal_api.app import create_app
+from caracal_api.errors import handle_exception
 from caracal_api.resources import Resources
 from tests.integration.api_helpers import app_with, count_rows, make_zone
 
@@ -34,6 +36,8 @@ def assert_problem(response: httpx.Response, status: int, code: str) -> None:
     assert (
         isinstance(body["title"], str) and isinstance(body["detail"], str) and isinstance(body["type"], str)
     )
+    if code not in ("invalid_body", "internal_error"):  # the contract fixes those two descriptions
+        assert body["error_description"] == body["detail"], body
 
 
 async def test_failures_answer_problem_json_with_the_contract_code(
@@ -283,3 +287,23 @@ async def test_options_lists_every_method_of_the_path(client: httpx.AsyncClient)
     one = await client.options(f"/v1/zones/{uuid.uuid4()}")
     assert (one.status_code, one.headers["allow"]) == (204, "DELETE, GET, OPTIONS, PATCH")
     assert (await client.options("/v1/nowhere")).status_code == 404
+
+
+async def test_a_value_the_database_refuses_answers_the_routes_own_400_code(engine: AsyncEngine) -> None:
+    """A class-22 data error on a route with a body code is that code (400), not invalid_input or 500."""
+
+    @post("/probe", opt={"body_error": "invalid_probe"})
+    async def probe() -> None:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 'not a number'::int"))
+
+    @post("/plain")
+    async def plain() -> None:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 'not a number'::int"))
+
+    app = Litestar([probe, plain], exception_handlers={Exception: handle_exception})
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://probe.test") as http:
+        assert_problem(await http.post("/probe"), 400, "invalid_probe")
+        assert_problem(await http.post("/plain"), 400, "invalid_input")

@@ -10,6 +10,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 
 from caracal.db.engine import translate_db_error
+from caracal.db.integrity import INVALID_INPUT
 from caracal.errors import CaracalError, Overloaded
 
 log = logging.getLogger("caracal.api.errors")
@@ -33,12 +34,14 @@ _PATH_IN_MESSAGE = re.compile(r"`\$((?:\.[^`.\[]+|\[\d+\])*)`")
 
 def problem(status: int, code: str, detail: str | None = None, **extra: Any) -> Response[dict[str, Any]]:
     title = _TITLES.get(status, "Error")
+    # error_description: the original's later clients read it (DESIGN.md); the same text as detail
     body = {
         "error": code,
         "type": f"urn:caracal:error:{code}",
         "title": title,
         "status": status,
         "detail": detail or title,
+        "error_description": detail or title,
         **extra,
     }
     return Response(body, status_code=status, media_type=PROBLEM)
@@ -59,7 +62,8 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
         return _http_problem(request, exc)
     translated = translate_db_error(exc)
     if isinstance(translated, CaracalError):
-        return problem(translated.status, translated.code, translated.detail, **translated.extra)
+        code = _route_code(request, translated.code)
+        return problem(translated.status, code, translated.detail, **translated.extra)
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem(
         500,
@@ -68,6 +72,15 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
         error_description="The service failed to process the request",
         requestId=_request_id(request),
     )
+
+
+def _route_code(request: Request[Any, Any, Any], code: str) -> str:
+    """A value the database refused (SQLSTATE class 22) is a bad field: the route's own 400 code."""
+    handler = request.scope.get("route_handler")
+    route_code = handler.opt.get("body_error") if handler is not None else None
+    if code == INVALID_INPUT and isinstance(route_code, str) and route_code != "invalid_body":
+        return route_code
+    return code
 
 
 def _http_problem(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:

@@ -48,6 +48,7 @@ class Problem(msgspec.Struct):
     title: str
     status: int
     detail: str
+    error_description: str  # the same text as detail, for the original's later clients
 
 
 def problems(*statuses: int) -> dict[int, ResponseSpec]:
