@@ -93,6 +93,8 @@ class Settings:
     log_level: str = "info"
     body_limit_bytes: int = 1_048_576
     v1_rate_limit_per_min: int = 600
+    max_resources_per_zone: int = 100_000  # 0 disables the quota
+    control_audience: str = "caracal-control"
     auth_fail_limit_per_min: int = 60
     ready_rate_limit_per_min: int = 120
     trust_proxy: bool = False
@@ -152,6 +154,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         log_level=reader.choice("LOG_LEVEL", "info", LOG_LEVELS),
         body_limit_bytes=reader.integer("API_BODY_LIMIT_BYTES", 1_048_576, 1024, 1 << 30),
         v1_rate_limit_per_min=reader.integer("API_V1_RATE_LIMIT_PER_MIN", 600, 0, 10**9),
+        max_resources_per_zone=reader.integer("API_MAX_RESOURCES_PER_ZONE", 100_000, 0, 10**9),
+        control_audience=reader.text("CONTROL_AUDIENCE") or "caracal-control",
         auth_fail_limit_per_min=reader.integer("ADMIN_AUTH_FAIL_LIMIT_PER_MIN", 60, 0, 10**9),
         ready_rate_limit_per_min=reader.integer("READY_RATE_LIMIT_PER_MIN", 120, 0, 10**9),
         trust_proxy=reader.boolean("TRUST_PROXY", False),

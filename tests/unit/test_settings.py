@@ -34,6 +34,16 @@ def test_outbox_batch_max_is_read_and_bounded() -> None:
             load_settings({**VALID, "CARACAL_OUTBOX_BATCH_MAX": bad})
 
 
+def test_resource_quota_and_control_audience_are_read() -> None:
+    """API_MAX_RESOURCES_PER_ZONE (default 100000, 0 allowed) and CONTROL_AUDIENCE (caracal-control)."""
+    default = load_settings(VALID)
+    assert (default.max_resources_per_zone, default.control_audience) == (100_000, "caracal-control")
+    changed = load_settings({**VALID, "API_MAX_RESOURCES_PER_ZONE": "0", "CONTROL_AUDIENCE": " ctl "})
+    assert (changed.max_resources_per_zone, changed.control_audience) == (0, "ctl")
+    with pytest.raises(SettingsError, match="^API_MAX_RESOURCES_PER_ZONE: must be between"):
+        load_settings({**VALID, "API_MAX_RESOURCES_PER_ZONE": "-1"})
+
+
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
