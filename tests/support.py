@@ -21,6 +21,7 @@ from caracal.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 
 HMAC_KEY_HEX = secrets.token_hex(32)
 KEK = f"test1:{secrets.token_hex(32)}"
+ZONE_KEK_HEX = secrets.token_hex(32)  # seals provider secrets and provider-grant tokens (caracal.sealing)
 ADMIN_TOKEN = "cat_test_" + secrets.token_urlsafe(24)
 
 
@@ -103,6 +104,7 @@ def service_env(database_url: str, redis_url: str, **overrides: str) -> dict[str
             "REDIS_URL": redis_url,
             "CARACAL_KEK": KEK,
             "STREAMS_HMAC_KEY": HMAC_KEY_HEX,
+            "ZONE_KEK": ZONE_KEK_HEX,
             "CARACAL_ADMIN_TOKEN": ADMIN_TOKEN,
             "API_V1_RATE_LIMIT_PER_MIN": "0",
             "READY_RATE_LIMIT_PER_MIN": "0",

@@ -77,3 +77,28 @@ async def outbox(engine: AsyncEngine) -> list[tuple[str, dict[str, Any]]]:
 async def count_rows(engine: AsyncEngine, table: str) -> int:
     async with engine.connect() as conn:
         return int((await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one())
+
+API_KEY_CONFIG = {"auth_location": "header", "header_name": "X-Api-Key", "api_key": "ak-test-secret"}
+AUTHORIZATION_CODE_CONFIG = {
+    "authorization_endpoint": "https://idp.example.com/authorize",
+    "token_endpoint": "https://idp.example.com/token",
+    "redirect_uri": "https://caracal.example.com/callback",
+    "client_id": "caracal-client",
+    "allowed_token_hosts": ["idp.example.com"],
+    "scopes": ["read"],
+    "client_secret": "cs-test-secret",
+}
+PROVIDER_CONFIGS = {"api_key": API_KEY_CONFIG, "oauth2_authorization_code": AUTHORIZATION_CODE_CONFIG}
+
+
+async def make_provider(
+    client: httpx.AsyncClient, admin: dict[str, str], zone_id: str, **overrides: Any
+) -> str:
+    """A provider created through the API (kind `api_key` unless `kind=` says otherwise; a kind of
+    PROVIDER_CONFIGS gets a valid config of its own unless `config_json=` is given); returns its id."""
+    kind = overrides.pop("kind", "api_key")
+    config = dict(PROVIDER_CONFIGS.get(kind, {}))
+    body = {"name": "Provider", "kind": kind, "config_json": config, **overrides}
+    response = await client.post(f"/v1/zones/{zone_id}/providers", json=body, headers=admin)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])

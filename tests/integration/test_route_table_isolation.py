@@ -23,11 +23,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from caracal_api.app import create_app
 from caracal_api.resources import Resources
-from tests.integration.api_helpers import bearer, make_token, make_zone, settle
+from tests.integration.api_helpers import bearer, make_provider, make_token, make_zone, settle
 
 ObjectMaker = Callable[[httpx.AsyncClient, dict[str, str], str], Awaitable[str]]
 # Path parameter -> how to create one object of that kind in a zone (zone_id is the zone itself).
 OBJECT_MAKERS: dict[str, ObjectMaker] = {}
+OBJECT_MAKERS["provider_id"] = make_provider
 ZONE_PREFIX = "/v1/zones/{zone_id}"
 # Tables a refused request may legitimately write: its audit row and the token's last use.
 REQUEST_BOOKKEEPING = ("admin_audit_events", "admin_tokens")

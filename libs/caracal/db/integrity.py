@@ -18,6 +18,7 @@ from sqlalchemy import CheckConstraint, ForeignKeyConstraint, MetaData, PrimaryK
 from sqlalchemy import UniqueConstraint as SqlUnique
 
 from caracal.db.tables import entity_of, invalid_code_of, metadata
+from caracal.db.tables.providers import PROVIDERS_ZONE_IDENTIFIER_ACTIVE_UIDX
 from caracal.db.tables.resources import RESOURCES_ZONE_ID_IDENTIFIER_KEY
 from caracal.db.tables.zones import ZONES_SLUG_KEY
 from caracal.errors import CaracalError, Conflict, InvalidInput, NotFound
@@ -56,6 +57,9 @@ class Violation:
 # The contract's codes where it names one (CONTRACT.md §4); everything else is derived.
 CONTRACT_CODES: Mapping[str, Refusal] = {
     ZONES_SLUG_KEY: Refusal(Conflict, "zone_slug_conflict", "the slug is taken by another zone"),
+    PROVIDERS_ZONE_IDENTIFIER_ACTIVE_UIDX: Refusal(
+        Conflict, "provider_identifier_conflict", "the identifier is taken by a live provider of the zone"
+    ),
     RESOURCES_ZONE_ID_IDENTIFIER_KEY: Refusal(
         Conflict, "resource_identifier_conflict", "the identifier is taken by another resource of the zone"
     ),

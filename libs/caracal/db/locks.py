@@ -26,8 +26,10 @@ FIXED_KEYS = {
 # (32-bit, so never equal to a fixed key above, which all exceed 2^32).
 STREAM_LEASE_PREFIX = "caracal.outbox:"  # dispatcher: one publisher per stream (session lock)
 ZONE_SLUG_PREFIX = "zones.slug:"  # zone creation: creators of one base slug take turns
+PROVIDER_IDENTIFIER_PREFIX = "providers.identifier:"  # provider creation, per zone and base identifier
 
 DERIVED_PREFIXES = {
     "STREAM_LEASE_PREFIX": STREAM_LEASE_PREFIX,
     "ZONE_SLUG_PREFIX": ZONE_SLUG_PREFIX,
+    "PROVIDER_IDENTIFIER_PREFIX": PROVIDER_IDENTIFIER_PREFIX,
 }

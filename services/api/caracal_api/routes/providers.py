@@ -1,14 +1,90 @@
-"""/v1/zones/{zone_id}/providers (CONTRACT.md)."""
+"""/v1/zones/{zone_id}/providers (CONTRACT.md §4.4): lenient bodies, secrets sealed, never returned."""
 
 from __future__ import annotations
 
-from litestar import Controller
-from litestar.di import Provide
+from typing import Any
 
-from caracal_api.resources import provide_resources
+from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar.di import Provide
+from litestar.params import FromPath, JSONBody
+
+from caracal.domain import providers
+from caracal.domain.providers import Provider, ProviderCreate, ProviderUpdate
+from caracal_api.openapi import problems
+from caracal_api.resources import ResourcesDep, provide_resources
+from caracal_api.routes.common import LINK, PAGE, PageDep, caller_of, listed
+
+BODY = {"body_error": "invalid_provider"}
 
 
 class ProviderController(Controller):
     path = "/v1/zones/{zone_id:str}/providers"
     tags = ["providers"]
     dependencies = {"res": Provide(provide_resources, sync_to_thread=False)}
+
+    @get(
+        "/",
+        dependencies=PAGE,
+        response_headers=[LINK],
+        summary="List a zone's providers (newest first; Link header for the next page)",
+    )
+    async def list_providers(
+        self, request: Request[Any, Any, Any], zone_id: FromPath[str], res: ResourcesDep, page: PageDep
+    ) -> Response[list[Provider]]:
+        return await listed(
+            request, res.engine, page, lambda conn, page: providers.list_providers(conn, zone_id, page)
+        )
+
+    @post(
+        "/",
+        opt=BODY,
+        responses=problems(404, 409),
+        summary="Create a provider; secrets in config_json are sealed under ZONE_KEK (503 without it)",
+    )
+    async def create_provider(
+        self,
+        request: Request[Any, Any, Any],
+        zone_id: FromPath[str],
+        res: ResourcesDep,
+        data: JSONBody[ProviderCreate],
+    ) -> Provider:
+        async with res.writing(request) as conn:
+            return await providers.create_provider(
+                conn, zone_id, data, caller_of(request), zone_kek=res.settings.zone_kek
+            )
+
+    @get("/{provider_id:str}", summary="Get a provider (secret_config_keys only, never secrets)")
+    async def get_provider(
+        self, zone_id: FromPath[str], provider_id: FromPath[str], res: ResourcesDep
+    ) -> Provider:
+        return await res.read(lambda conn: providers.get_provider(conn, zone_id, provider_id))
+
+    @patch(
+        "/{provider_id:str}",
+        opt=BODY,
+        responses=problems(409),
+        summary="Update a provider; config_json replaces the public config, secrets sent replace all",
+    )
+    async def update_provider(
+        self,
+        request: Request[Any, Any, Any],
+        zone_id: FromPath[str],
+        provider_id: FromPath[str],
+        res: ResourcesDep,
+        data: JSONBody[ProviderUpdate],
+    ) -> Provider:
+        async with res.writing(request) as conn:
+            return await providers.update_provider(
+                conn, zone_id, provider_id, data, caller_of(request), zone_kek=res.settings.zone_kek
+            )
+
+    @delete("/{provider_id:str}", summary="Archive a provider (resources naming it are untouched)")
+    async def delete_provider(
+        self,
+        request: Request[Any, Any, Any],
+        zone_id: FromPath[str],
+        provider_id: FromPath[str],
+        res: ResourcesDep,
+    ) -> None:
+        async with res.writing(request) as conn:
+            await providers.delete_provider(conn, zone_id, provider_id, caller_of(request))
