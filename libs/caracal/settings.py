@@ -104,6 +104,9 @@ class Settings:
     data_dir: Path = Path(".caracal")
     reaper_interval_ms: int = 60_000
     otel_traces_exporter: str = "none"
+    oauth_token_timeout_ms: int = 15_000  # the whole token exchange with a provider
+    oauth_token_ca_file: str | None = None  # CAs for token endpoints; certifi's bundle when unset
+    oauth_allow_loopback_token_hosts: bool = False  # tests only: refused outside dev mode
 
     def __repr__(self) -> str:
         """Every field, secrets hidden by name (a field added later is covered without an edit)."""
@@ -165,6 +168,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         data_dir=Path(reader.text("CARACAL_DATA_DIR") or ".caracal"),
         reaper_interval_ms=reader.integer("CARACAL_REAPER_INTERVAL_MS", 60_000, 10, 86_400_000),
         otel_traces_exporter=reader.choice("OTEL_TRACES_EXPORTER", "none", TRACE_EXPORTERS),
+        oauth_token_timeout_ms=reader.integer("CARACAL_OAUTH_TOKEN_TIMEOUT_MS", 15_000, 100, 15_000),
+        oauth_token_ca_file=_readable_file(
+            "CARACAL_OAUTH_TOKEN_CA_FILE", reader.text("CARACAL_OAUTH_TOKEN_CA_FILE")
+        ),
+        oauth_allow_loopback_token_hosts=reader.boolean("CARACAL_OAUTH_ALLOW_LOOPBACK_TOKEN_HOSTS", False),
     )
     _check_mode(settings)
     return settings
@@ -173,6 +181,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 def _check_mode(settings: Settings) -> None:
     if settings.dev:
         return
+    if settings.oauth_allow_loopback_token_hosts:
+        raise SettingsError(
+            "CARACAL_OAUTH_ALLOW_LOOPBACK_TOKEN_HOSTS: only for tests, refused when "
+            f"CARACAL_MODE={settings.mode}"
+        )
     if settings.streams_hmac_key is None:
         raise SettingsError(
             f"STREAMS_HMAC_KEY: required when CARACAL_MODE={settings.mode} (hex, >= 32 bytes)"
@@ -227,6 +240,12 @@ def _redis_url(raw: str | None) -> str | None:
     if raw is not None and not re.match(r"^(redis|rediss|unix)://", raw):
         raise SettingsError("REDIS_URL: must start with redis://, rediss:// or unix://")
     return raw
+
+
+def _readable_file(name: str, path: str | None) -> str | None:
+    if path is not None and not Path(path).is_file():
+        raise SettingsError(f"{name}: {path} is not a readable file")
+    return path
 
 
 def _admin_token(raw: str | None) -> str | None:

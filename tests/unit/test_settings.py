@@ -44,6 +44,32 @@ def test_resource_quota_and_control_audience_are_read() -> None:
         load_settings({**VALID, "API_MAX_RESOURCES_PER_ZONE": "-1"})
 
 
+def test_oauth_token_exchange_settings_are_read_and_bounded(tmp_path: Path) -> None:
+    """CARACAL_OAUTH_TOKEN_TIMEOUT_MS (15000, at most 15000) and CARACAL_OAUTH_TOKEN_CA_FILE."""
+    default = load_settings(VALID)
+    assert (default.oauth_token_timeout_ms, default.oauth_token_ca_file) == (15_000, None)
+    assert default.oauth_allow_loopback_token_hosts is False
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    changed = load_settings(
+        {**VALID, "CARACAL_OAUTH_TOKEN_TIMEOUT_MS": "500", "CARACAL_OAUTH_TOKEN_CA_FILE": str(bundle)}
+    )
+    assert (changed.oauth_token_timeout_ms, changed.oauth_token_ca_file) == (500, str(bundle))
+    with pytest.raises(SettingsError, match="^CARACAL_OAUTH_TOKEN_TIMEOUT_MS: must be between"):
+        load_settings({**VALID, "CARACAL_OAUTH_TOKEN_TIMEOUT_MS": "60000"})
+    with pytest.raises(SettingsError, match="^CARACAL_OAUTH_TOKEN_CA_FILE: .* is not a readable file"):
+        load_settings({**VALID, "CARACAL_OAUTH_TOKEN_CA_FILE": str(tmp_path / "missing.pem")})
+
+
+@pytest.mark.parametrize("mode", ["stable", "rc"])
+def test_loopback_token_hosts_are_refused_outside_dev_mode(mode: str) -> None:
+    """The test-only allowance for a token endpoint on loopback fails start-up in production modes."""
+    with pytest.raises(SettingsError, match="^CARACAL_OAUTH_ALLOW_LOOPBACK_TOKEN_HOSTS: only for tests"):
+        load_settings({**VALID, "CARACAL_MODE": mode, "CARACAL_OAUTH_ALLOW_LOOPBACK_TOKEN_HOSTS": "true"})
+    dev = load_settings({"CARACAL_MODE": "dev", "CARACAL_OAUTH_ALLOW_LOOPBACK_TOKEN_HOSTS": "true"})
+    assert dev.oauth_allow_loopback_token_hosts is True
+
+
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
