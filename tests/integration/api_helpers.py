@@ -67,6 +67,19 @@ async def make_token(client: httpx.AsyncClient, admin: dict[str, str], **body: A
     return created
 
 
+async def make_application(
+    client: httpx.AsyncClient, admin: dict[str, str], zone_id: str, **body: Any
+) -> str:
+    """A managed application in the zone; its id (its client secret is in the 201 only)."""
+    response = await client.post(
+        f"/v1/zones/{zone_id}/applications",
+        json={"name": "App", "registration_method": "managed", **body},
+        headers=admin,
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
 async def outbox(engine: AsyncEngine) -> list[tuple[str, dict[str, Any]]]:
     """(stream, payload) of every event_outbox row, in insertion order."""
     async with engine.connect() as conn:
@@ -77,6 +90,7 @@ async def outbox(engine: AsyncEngine) -> list[tuple[str, dict[str, Any]]]:
 async def count_rows(engine: AsyncEngine, table: str) -> int:
     async with engine.connect() as conn:
         return int((await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one())
+
 
 API_KEY_CONFIG = {"auth_location": "header", "header_name": "X-Api-Key", "api_key": "ak-test-secret"}
 AUTHORIZATION_CODE_CONFIG = {

@@ -23,13 +23,27 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from caracal_api.app import create_app
 from caracal_api.resources import Resources
-from tests.integration.api_helpers import bearer, make_provider, make_token, make_zone, settle
+from tests.integration.api_helpers import (
+    bearer,
+    make_application,
+    make_provider,
+    make_token,
+    make_zone,
+    settle,
+)
 
 ObjectMaker = Callable[[httpx.AsyncClient, dict[str, str], str], Awaitable[str]]
 # Path parameter -> how to create one object of that kind in a zone (zone_id is the zone itself).
 OBJECT_MAKERS: dict[str, ObjectMaker] = {}
+OBJECT_MAKERS["application_id"] = make_application
 OBJECT_MAKERS["provider_id"] = make_provider
 ZONE_PREFIX = "/v1/zones/{zone_id}"
+# (method, path) -> a body passing the route's own checks, where `{}` would not: the contract answers a
+# PATCH without fields 400 no_fields before looking the object up, so `{}` would hide the 404.
+REQUEST_BODIES: dict[tuple[str, str], dict[str, Any]] = {
+    ("PATCH", ZONE_PREFIX + "/applications/{application_id}"): {"name": "renamed"},
+    ("PATCH", ZONE_PREFIX + "/providers/{provider_id}"): {"name": "renamed"},
+}
 # Tables a refused request may legitimately write: its audit row and the token's last use.
 REQUEST_BOOKKEEPING = ("admin_audit_events", "admin_tokens")
 
@@ -112,7 +126,11 @@ def app_routes(resources: Resources) -> list[ZoneRoute]:
 async def request(
     client: httpx.AsyncClient, route: ZoneRoute, url: str, token: dict[str, str]
 ) -> httpx.Response:
-    body = {} if route.method in ("POST", "PUT", "PATCH") else None
+    body = (
+        REQUEST_BODIES.get((route.method, route.path), {})
+        if route.method in ("POST", "PUT", "PATCH")
+        else None
+    )
     return await client.request(route.method, url, json=body, headers=token)
 
 

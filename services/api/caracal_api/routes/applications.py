@@ -1,14 +1,157 @@
-"""/v1/zones/{zone_id}/applications (CONTRACT.md)."""
+"""/v1/zones/{zone_id}/applications (CONTRACT.md §4.2), rotate-secret, DCR and RFC 7591 registration."""
 
 from __future__ import annotations
 
-from litestar import Controller
-from litestar.di import Provide
+from typing import Annotated, Any
 
-from caracal_api.resources import provide_resources
+from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar.di import Provide
+from litestar.params import FromPath, HeaderParameter, JSONBody
+
+from caracal.db.paging import Page
+from caracal.domain import applications
+from caracal.domain.applications import (
+    INTERNALS_HEADER,
+    INTERNALS_VALUE,
+    Application,
+    ApplicationCreate,
+    ApplicationUpdate,
+    ApplicationWithSecret,
+    new_client_secret,
+)
+from caracal.domain.traits import trait_error
+from caracal.domain.zones import require_live_zone
+from caracal_api.openapi import problems
+from caracal_api.resources import ResourcesDep, provide_resources
+from caracal_api.routes.common import LINK, PAGE, PageDep, caller_of, list_response
+
+BODY = {"body_error": "invalid_application"}
+Internals = Annotated[
+    str | None,
+    HeaderParameter(
+        name=INTERNALS_HEADER,
+        required=False,
+        description=f"`{INTERNALS_VALUE}` adds the application's `traits`",
+    ),
+]
+
+
+def _shows_traits(internals: str | None) -> bool:
+    return internals == INTERNALS_VALUE
 
 
 class ApplicationController(Controller):
     path = "/v1/zones/{zone_id:str}/applications"
     tags = ["applications"]
     dependencies = {"res": Provide(provide_resources, sync_to_thread=False)}
+
+    @get("/", dependencies=PAGE, response_headers=[LINK], summary="List a zone's applications")
+    async def list_applications(
+        self,
+        request: Request[Any, Any, Any],
+        zone_id: FromPath[str],
+        res: ResourcesDep,
+        page: PageDep,
+        internals: Internals = None,
+    ) -> Response[list[Application]]:
+        traits = _shows_traits(internals)
+
+        async def fetch(conn: Any, wanted: Page = page) -> Any:
+            return await applications.list_applications(conn, zone_id, wanted, traits=traits)
+
+        return list_response(request, page, await res.read(fetch))
+
+    @post(
+        "/",
+        opt=BODY,
+        responses=problems(403, 404),
+        summary="Create a managed application (its client_secret is shown in this answer only)",
+    )
+    async def create_application(
+        self,
+        request: Request[Any, Any, Any],
+        zone_id: FromPath[str],
+        res: ResourcesDep,
+        data: JSONBody[ApplicationCreate],
+    ) -> ApplicationWithSecret:
+        caller = caller_of(request)
+        if (refused := trait_error(data.traits, caller)) is not None:
+            # the contract checks the zone before the traits: a missing zone answers 404 first
+            await res.read(lambda conn: require_live_zone(conn, zone_id))
+            raise refused
+        secret = await new_client_secret()  # before the transaction: no connection waits on Argon2id
+        async with res.writing(request) as conn:
+            return await applications.create_application(conn, zone_id, data, secret, caller)
+
+    @get("/{application_id:str}", summary="Get an application")
+    async def get_application(
+        self,
+        zone_id: FromPath[str],
+        application_id: FromPath[str],
+        res: ResourcesDep,
+        internals: Internals = None,
+    ) -> Application:
+        traits = _shows_traits(internals)
+        return await res.read(
+            lambda conn: applications.get_application(conn, zone_id, application_id, traits=traits)
+        )
+
+    @patch(
+        "/{application_id:str}",
+        opt=BODY,
+        responses=problems(403, 404),
+        summary="Update an application's name, traits or client secret; answers the application",
+    )
+    async def update_application(
+        self,
+        *,
+        request: Request[Any, Any, Any],
+        zone_id: FromPath[str],
+        application_id: FromPath[str],
+        res: ResourcesDep,
+        data: JSONBody[ApplicationUpdate],
+        internals: Internals = None,
+    ) -> Application:
+        caller = caller_of(request)
+        if isinstance(data.traits, list) and (refused := trait_error(data.traits, caller)) is not None:
+            raise refused
+        chosen = data.client_secret if isinstance(data.client_secret, str) else None
+        secret = await new_client_secret(chosen) if chosen is not None else None
+        async with res.writing(request) as conn:
+            return await applications.update_application(
+                conn,
+                zone_id,
+                application_id,
+                data,
+                secret=secret,
+                caller=caller,
+                traits=_shows_traits(internals),
+            )
+
+    @delete("/{application_id:str}", summary="Archive an application")
+    async def delete_application(
+        self,
+        request: Request[Any, Any, Any],
+        zone_id: FromPath[str],
+        application_id: FromPath[str],
+        res: ResourcesDep,
+    ) -> None:
+        async with res.writing(request) as conn:
+            await applications.delete_application(conn, zone_id, application_id, caller_of(request))
+
+    @post(
+        "/{application_id:str}/rotate-secret",
+        status_code=200,
+        responses=problems(404),
+        summary="Replace an application's client secret; the new one is shown in this answer only",
+    )
+    async def rotate_secret(
+        self,
+        request: Request[Any, Any, Any],
+        zone_id: FromPath[str],
+        application_id: FromPath[str],
+        res: ResourcesDep,
+    ) -> ApplicationWithSecret:
+        secret = await new_client_secret()
+        async with res.writing(request) as conn:
+            return await applications.rotate_secret(conn, zone_id, application_id, secret, caller_of(request))
