@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -36,6 +37,40 @@ async def record_event(
         {"id": outbox_id, "stream_name": stream, "payload_json": dict(payload), "request_id": request_id},
     )
     return outbox_id
+
+
+# Many events of one stream in one statement (two array parameters, so one prepared form for any
+# count); WITH ORDINALITY keeps the given order in `seq`, which is the order the stream gets.
+_INSERT_MANY = text(
+    """
+    INSERT INTO event_outbox (id, stream_name, payload_json, request_id)
+    SELECT e.id, :stream, e.payload::jsonb, :request_id
+      FROM unnest(CAST(:ids AS text[]), CAST(:payloads AS text[])) WITH ORDINALITY AS e(id, payload, n)
+     ORDER BY e.n
+    """
+)
+
+
+async def record_events(
+    conn: AsyncConnection,
+    stream: str,
+    payloads: Sequence[Mapping[str, Scalar]],
+    *,
+    request_id: str | None = None,
+) -> list[str]:
+    """`record_event` for each payload, in order, in one round trip; returns the outbox ids."""
+    ids = [new_id() for _ in payloads]
+    if ids:
+        await conn.execute(
+            _INSERT_MANY,
+            {
+                "stream": stream,
+                "ids": ids,
+                "payloads": [json.dumps(dict(payload)) for payload in payloads],
+                "request_id": request_id,
+            },
+        )
+    return ids
 
 
 async def record_change(
