@@ -94,6 +94,7 @@ class Settings:
     body_limit_bytes: int = 1_048_576
     v1_rate_limit_per_min: int = 600
     max_resources_per_zone: int = 100_000  # 0 disables the quota
+    dcr_max_live_per_zone: int = 1000  # live DCR applications a zone may hold (CONTRACT.md §7.1)
     control_audience: str = "caracal-control"
     auth_fail_limit_per_min: int = 60
     ready_rate_limit_per_min: int = 120
@@ -158,6 +159,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         body_limit_bytes=reader.integer("API_BODY_LIMIT_BYTES", 1_048_576, 1024, 1 << 30),
         v1_rate_limit_per_min=reader.integer("API_V1_RATE_LIMIT_PER_MIN", 600, 0, 10**9),
         max_resources_per_zone=reader.integer("API_MAX_RESOURCES_PER_ZONE", 100_000, 0, 10**9),
+        dcr_max_live_per_zone=reader.integer("CARACAL_DCR_MAX_LIVE_PER_ZONE", 1000, 1, 10**9),
         control_audience=reader.text("CONTROL_AUDIENCE") or "caracal-control",
         auth_fail_limit_per_min=reader.integer("ADMIN_AUTH_FAIL_LIMIT_PER_MIN", 60, 0, 10**9),
         ready_rate_limit_per_min=reader.integer("READY_RATE_LIMIT_PER_MIN", 120, 0, 10**9),

@@ -44,6 +44,14 @@ def test_resource_quota_and_control_audience_are_read() -> None:
         load_settings({**VALID, "API_MAX_RESOURCES_PER_ZONE": "-1"})
 
 
+def test_dcr_live_cap_is_read_and_at_least_one() -> None:
+    """CARACAL_DCR_MAX_LIVE_PER_ZONE: default 1000 (the contract's cap); 0 is refused."""
+    assert load_settings(VALID).dcr_max_live_per_zone == 1000
+    assert load_settings({**VALID, "CARACAL_DCR_MAX_LIVE_PER_ZONE": "3"}).dcr_max_live_per_zone == 3
+    with pytest.raises(SettingsError, match="^CARACAL_DCR_MAX_LIVE_PER_ZONE: must be between"):
+        load_settings({**VALID, "CARACAL_DCR_MAX_LIVE_PER_ZONE": "0"})
+
+
 def test_oauth_token_exchange_settings_are_read_and_bounded(tmp_path: Path) -> None:
     """CARACAL_OAUTH_TOKEN_TIMEOUT_MS (15000, at most 15000) and CARACAL_OAUTH_TOKEN_CA_FILE."""
     default = load_settings(VALID)
