@@ -313,8 +313,11 @@ def split_config(
     if unknown:
         allowed = ", ".join((*spec.public, *spec.secret)) or "none (config must be {})"
         raise ConfigRefused(f"{kind}: unknown keys {', '.join(unknown)} (allowed: {allowed})")
-    public = {key: spec.public[key](key, value) for key, value in config.items() if key in spec.public}
-    secrets = {key: _text(key, value) for key, value in config.items() if key in spec.secret}
+    try:
+        public = {key: spec.public[key](key, value) for key, value in config.items() if key in spec.public}
+        secrets = {key: _text(key, value) for key, value in config.items() if key in spec.secret}
+    except ConfigRefused as exc:
+        raise ConfigRefused(f"{kind}: {exc.detail}") from None
     draft = Draft(kind, public, secrets, secrets_required, frozenset(stored_secret_keys))
     for rule in spec.rules:
         rule(draft)
