@@ -16,6 +16,7 @@ from caracal_api.routes.common import LINK, PAGE, PageDep, QueryText, caller_of,
 
 
 def provide_filters(
+    page: PageDep,
     *,
     application_id: FromQuery[QueryText | None] = None,
     user_id: FromQuery[QueryText | None] = None,
@@ -25,8 +26,10 @@ def provide_filters(
     status: FromQuery[GrantStatus | None] = None,
     scopes: FromQuery[QueryText | None] = None,  # comma-separated
 ) -> GrantFilters:
-    """The list's filters (declared, so /openapi.json shows them); resolved after the page, so a bad
-    limit or cursor is reported first."""
+    """The list's filters (declared, so /openapi.json shows them). It takes the page only to be
+    resolved after it (Litestar resolves independent dependencies concurrently): a bad limit or
+    cursor is reported before a bad filter, as the contract orders them."""
+    del page
     given = {
         "application_id": application_id,
         "user_id": user_id,
