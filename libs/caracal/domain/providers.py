@@ -107,6 +107,7 @@ _INSERT = (
     )
     .returning(*_COLUMNS)
 )
+_ANY_SEALED = select(providers.c.id).where(providers.c.secret_config_ct.is_not(None)).limit(1)
 _IDENTIFIER_LOCK = text("SELECT pg_advisory_xact_lock(hashtext(:key))")
 _ARCHIVE = (
     update(providers)
@@ -203,6 +204,11 @@ async def ensure_none_provider(conn: AsyncConnection, zone_id: str, caller: Call
         event = "provider.created" if row.inserted else "provider.updated"
         await provider_changed(conn, event, provider_id, zone_id, caller)
     return provider_id
+
+
+async def providers_hold_secrets(conn: AsyncConnection) -> bool:
+    """Whether any provider row holds a sealed secret (then ZONE_KEK must be set outside dev mode)."""
+    return bool((await conn.execute(_ANY_SEALED)).scalar())
 
 
 async def list_providers(conn: AsyncConnection, zone_id: str, page: Page) -> Listing[Provider]:

@@ -7,16 +7,19 @@ import logging
 import os
 import signal
 import socket
+import sys
 from collections.abc import Coroutine
 from types import FrameType
 from typing import Any
 
 import uvicorn
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from caracal.cli import settings_or_exit
 from caracal.db.engine import create_engine, transaction
 from caracal.db.migrate import run_migrations
 from caracal.domain.admin_tokens import seed_env_token
+from caracal.domain.providers import providers_hold_secrets
 from caracal.settings import Settings
 from caracal.telemetry import configure_logging, configure_tracing
 from caracal_api.app import build_resources, create_app
@@ -27,16 +30,32 @@ log = logging.getLogger("caracal.api")
 
 
 async def prepare(settings: Settings) -> None:
-    """Migrations (once, whatever the number of replicas starting) and the CARACAL_ADMIN_TOKEN seed."""
+    """Migrations (once, whatever the number of replicas starting), the ZONE_KEK check, the
+    CARACAL_ADMIN_TOKEN seed."""
     engine = create_engine(settings, pool_size=1)
     try:
         await run_migrations(engine)
+        await _require_zone_kek(settings, engine)
         if settings.admin_token:
             async with transaction(engine) as conn:
                 await seed_env_token(conn, settings.admin_token)
             log.info("CARACAL_ADMIN_TOKEN is a live global token")
     finally:
         await engine.dispose()
+
+
+async def _require_zone_kek(settings: Settings, engine: AsyncEngine) -> None:
+    """Outside dev mode, sealed provider secrets need ZONE_KEK (DESIGN.md "Data at rest")."""
+    if settings.dev or settings.zone_kek is not None:
+        return
+    async with engine.connect() as conn:
+        if await providers_hold_secrets(conn):
+            print(
+                f"caracal: configuration error: ZONE_KEK: required when CARACAL_MODE={settings.mode}"
+                " and providers hold sealed secrets (64 hex, the same value the STS is given)",
+                file=sys.stderr,
+            )
+            raise SystemExit(2)
 
 
 class DrainingServer(uvicorn.Server):
