@@ -202,10 +202,11 @@ async def insert_application(
     secret: ClientSecret,
     traits: list[str],
     ttl: timedelta | None,
+    application_id: str | None = None,
 ) -> Any:
     """The new row; 404 zone_not_found when the zone is missing or archived."""
     values = {
-        "id": new_id(),
+        "id": application_id or new_id(),
         "zone_id": zone_id,
         "name": name,
         "registration_method": method,

@@ -16,13 +16,15 @@ from caracal.db.engine import after_commit, unique_violation_constraint
 from caracal.db.locks import ZONE_SLUG_PREFIX
 from caracal.db.paging import Listing, Page, PagedQuery, listing
 from caracal.db.query import Query
+from caracal.db.tables.applications import applications
 from caracal.db.tables.zones import ZONES_SLUG_KEY, zones
 from caracal.domain.audit import record_audit
 from caracal.domain.context import Caller
 from caracal.domain.wire import Body, Name, Resource, Timestamp
 from caracal.errors import Conflict, InvalidInput, NotFound
+from caracal.events import CHANGES
 from caracal.ids import new_id
-from caracal.outbox import record_change
+from caracal.outbox import record_change, record_events
 from caracal.settings import KeyRing
 from caracal.timefmt import iso_ms
 
@@ -71,6 +73,16 @@ _ARCHIVE = (
     .returning(zones.c.id)
 )
 _SLUG_LOCK = text("SELECT pg_advisory_xact_lock(hashtext(:key))")
+_LIVE_DCR = (
+    applications.c.zone_id == bindparam("zone"),
+    applications.c.registration_method == "dcr",
+    applications.c.archived_at.is_(None),
+    applications.c.expires_at > func.now(),
+)
+_LIVE_DCR_COUNT = select(func.count()).select_from(applications).where(*_LIVE_DCR)
+_ARCHIVE_LIVE_DCR = (
+    update(applications).where(*_LIVE_DCR).values(archived_at=func.now()).returning(applications.c.id)
+)
 
 
 class Zone(Resource):
@@ -138,12 +150,8 @@ async def require_live_zone(conn: AsyncConnection, zone_id: str, *, lock: bool =
 
 
 async def live_dcr_applications(conn: AsyncConnection, zone_id: str) -> int:
-    """DCR applications of the zone that are neither archived nor expired.
-
-    Applications are not stored yet (they come with the applications issue), so there are none.
-    """
-    del conn, zone_id
-    return 0
+    """DCR applications of the zone that are neither archived nor expired (the live-DCR index)."""
+    return int((await conn.execute(_LIVE_DCR_COUNT, {"zone": zone_id})).scalar_one())
 
 
 async def dcr_status(conn: AsyncConnection, zone_id: str) -> ZoneDcrStatus:
@@ -231,6 +239,7 @@ async def _shut_down_dcr(conn: AsyncConnection, zone_id: str, mode: str | None, 
             "dcr_shutdown_required", "the zone has live DCR applications", live_dcr_applications=live
         )
     effective = "no_live" if live == 0 else mode or "keep_live"
+    revoked = await _archive_live_dcr(conn, zone_id, caller) if live and mode == "revoke_live" else 0
     await record_audit(
         conn,
         caller,
@@ -242,12 +251,29 @@ async def _shut_down_dcr(conn: AsyncConnection, zone_id: str, mode: str | None, 
             "dcr_registration_disabled": True,
             "dcr_shutdown_mode": effective,
             "live_dcr_applications": live,
-            "revoked_applications": 0,
+            "revoked_applications": revoked,
+            # their sessions, agents and delegations are revoked by the sessions issue; none here yet
             "revoked_sessions": 0,
             "terminated_agents": 0,
             "revoked_delegations": 0,
         },
     )
+
+
+async def _archive_live_dcr(conn: AsyncConnection, zone_id: str, caller: Caller) -> int:
+    """revoke_live: the zone's live DCR applications are archived, with one change event each."""
+    archived = (await conn.execute(_ARCHIVE_LIVE_DCR, {"zone": zone_id})).scalars().all()
+    changes = [
+        {
+            "event": "application.deleted",
+            "zone_id": zone_id,
+            "entity_type": "application",
+            "entity_id": app_id,
+        }
+        for app_id in archived
+    ]
+    await record_events(conn, CHANGES, changes, request_id=caller.request_id)
+    return len(archived)
 
 
 async def delete_zone(conn: AsyncConnection, zone_id: str, caller: Caller) -> None:

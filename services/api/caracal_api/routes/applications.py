@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.di import Provide
 from litestar.params import FromPath, HeaderParameter, JSONBody
+from redis.exceptions import RedisError
 
 from caracal.db.paging import Page
 from caracal.domain import applications
@@ -19,13 +21,32 @@ from caracal.domain.applications import (
     ApplicationWithSecret,
     new_client_secret,
 )
+from caracal.domain.context import Caller
+from caracal.domain.dcr import (
+    RATE_PER_SECOND,
+    ClientInformation,
+    ClientMetadata,
+    DcrRegistration,
+    Registration,
+    check_client_metadata,
+    client_information,
+    dcr_rate_key,
+    dcr_registration,
+    rate_exceeded,
+    register_dcr_application,
+    registered_application,
+    rfc7591_registration,
+)
 from caracal.domain.traits import trait_error
 from caracal.domain.zones import require_live_zone
 from caracal_api.openapi import problems
-from caracal_api.resources import ResourcesDep, provide_resources
+from caracal_api.ratelimit import RequestLimits
+from caracal_api.resources import Resources, ResourcesDep, provide_resources
 from caracal_api.routes.common import LINK, PAGE, PageDep, caller_of, list_response
 
+log = logging.getLogger("caracal.api.applications")
 BODY = {"body_error": "invalid_application"}
+RFC7591_BODY = {"body_error": "invalid_client_metadata"}
 Internals = Annotated[
     str | None,
     HeaderParameter(
@@ -38,6 +59,40 @@ Internals = Annotated[
 
 def _shows_traits(internals: str | None) -> bool:
     return internals == INTERNALS_VALUE
+
+
+async def _over_dcr_rate(limits: RequestLimits, zone_id: str, caller: Caller) -> bool:
+    """The contract's one-second window (SET 0 EX 1 NX, INCR) in one round trip; fails open."""
+    if caller.actor is None or not limits.breaker.allows():
+        return False
+    key = dcr_rate_key(zone_id, caller.actor.id)
+    try:
+        async with limits.redis.pipeline(transaction=False) as pipe:
+            pipe.set(key, 0, ex=1, nx=True)
+            pipe.incr(key)
+            _, count = await pipe.execute()
+    except (RedisError, OSError) as exc:
+        limits.breaker.failed()
+        log.warning("DCR rate limit not counted, Redis unavailable: %r", exc)
+        return False
+    limits.breaker.succeeded()
+    return int(count) > RATE_PER_SECOND
+
+
+async def _register(
+    request: Request[Any, Any, Any], res: Resources, zone_id: str, registration: Registration
+) -> Any:
+    """Both DCR routes: the rate window, then one transaction (zone lock, switch, cap, insert)."""
+    caller = caller_of(request)
+    async with res.writing(request) as conn:
+        return await register_dcr_application(
+            conn, zone_id, registration, caller, max_live=res.settings.dcr_max_live_per_zone
+        )
+
+
+async def _within_dcr_rate(request: Request[Any, Any, Any], res: Resources, zone_id: str) -> None:
+    if await _over_dcr_rate(res.limits, zone_id, caller_of(request)):
+        raise rate_exceeded()
 
 
 class ApplicationController(Controller):
@@ -155,3 +210,39 @@ class ApplicationController(Controller):
         secret = await new_client_secret()
         async with res.writing(request) as conn:
             return await applications.rotate_secret(conn, zone_id, application_id, secret, caller_of(request))
+
+    @post(
+        "/dcr",
+        opt=BODY,
+        responses=problems(403, 404, 429),
+        summary="Register a DCR application that expires (its client_secret is shown in this answer only)",
+    )
+    async def register_dcr(
+        self,
+        request: Request[Any, Any, Any],
+        zone_id: FromPath[str],
+        res: ResourcesDep,
+        data: JSONBody[DcrRegistration],
+    ) -> ApplicationWithSecret:
+        await _within_dcr_rate(request, res, zone_id)
+        registration = dcr_registration(data, await new_client_secret())
+        return registered_application(await _register(request, res, zone_id, registration), registration)
+
+    @post(
+        "/register",
+        opt=RFC7591_BODY,
+        responses=problems(403, 404, 429),
+        summary="RFC 7591 dynamic client registration (the admin token is the initial access token)",
+    )
+    async def register_client(
+        self,
+        request: Request[Any, Any, Any],
+        zone_id: FromPath[str],
+        res: ResourcesDep,
+        data: JSONBody[ClientMetadata],
+    ) -> ClientInformation:
+        check_client_metadata(data)
+        await _within_dcr_rate(request, res, zone_id)
+        secret = await new_client_secret()
+        row = await _register(request, res, zone_id, rfc7591_registration(data, secret))
+        return client_information(row, data, secret)
