@@ -116,3 +116,19 @@ async def make_provider(
     response = await client.post(f"/v1/zones/{zone_id}/providers", json=body, headers=admin)
     assert response.status_code == 201, response.text
     return str(response.json()["id"])
+
+
+async def make_resource(
+    client: httpx.AsyncClient, admin: dict[str, str], zone_id: str, **overrides: Any
+) -> str:
+    """A resource the Gateway serves (its own provider and gateway application, made here unless the
+    overrides name them); returns its id."""
+    body = {"name": "Resource", "scopes": ["read", "write"], "upstream_url": "https://upstream.example.com"}
+    body |= overrides
+    if "credential_provider_id" not in body:
+        body["credential_provider_id"] = await make_provider(client, admin, zone_id)
+    if "gateway_application_id" not in body:
+        body["gateway_application_id"] = await make_application(client, admin, zone_id)
+    response = await client.post(f"/v1/zones/{zone_id}/resources", json=body, headers=admin)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])

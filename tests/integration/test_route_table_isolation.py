@@ -27,6 +27,7 @@ from tests.integration.api_helpers import (
     bearer,
     make_application,
     make_provider,
+    make_resource,
     make_token,
     make_zone,
     settle,
@@ -37,6 +38,7 @@ ObjectMaker = Callable[[httpx.AsyncClient, dict[str, str], str], Awaitable[str]]
 OBJECT_MAKERS: dict[str, ObjectMaker] = {}
 OBJECT_MAKERS["application_id"] = make_application
 OBJECT_MAKERS["provider_id"] = make_provider
+OBJECT_MAKERS["resource_id"] = make_resource
 ZONE_PREFIX = "/v1/zones/{zone_id}"
 # (method, path) -> a body passing the route's own checks, where `{}` would not: the contract answers a
 # PATCH without fields 400 no_fields before looking the object up, so `{}` would hide the 404.
