@@ -140,6 +140,18 @@ async def test_create_in_a_missing_or_archived_zone_is_404_zone_not_found(
     assert (response.status_code, response.json()["error"]) == (404, "zone_not_found")
 
 
+@pytest.mark.parametrize("body", [{}, {"scopes": []}, {"application_id": 1}])
+async def test_a_missing_zone_outranks_a_bad_body(
+    client: httpx.AsyncClient, admin: dict[str, str], engine: AsyncEngine, body: dict[str, object]
+) -> None:
+    """404 zone_not_found comes before 400 invalid_body (CONTRACT.md §4.7's order)."""
+    world = await grant_world(client, admin, engine)
+    response = await post_grant(client, admin, new_id(), body)
+    assert (response.status_code, response.json()["error"]) == (404, "zone_not_found")
+    response = await post_grant(client, admin, world.zone_id, body)
+    assert (response.status_code, response.json()["error"]) == (400, "invalid_body")
+
+
 async def test_application_must_exist_in_the_zone_live_and_unexpired(
     client: httpx.AsyncClient, admin: dict[str, str], engine: AsyncEngine
 ) -> None:

@@ -12,7 +12,7 @@ from caracal.domain import grants
 from caracal.domain.grants import Grant, GrantCreate, GrantFilters, GrantListRow, GrantStatus
 from caracal_api.openapi import problems
 from caracal_api.resources import ResourcesDep, provide_resources
-from caracal_api.routes.common import LINK, PAGE, PageDep, QueryText, caller_of, listed
+from caracal_api.routes.common import LINK, PAGE, PageDep, QueryText, caller_of, listed, zone_before_body
 
 
 def provide_filters(
@@ -73,7 +73,8 @@ class GrantController(Controller):
     @post(
         "/",
         opt=BODY,
-        responses=problems(403),
+        before_request=zone_before_body,
+        responses=problems(403, 404),
         summary="Grant an application scopes of a resource on behalf of a user",
     )
     async def create_grant(
