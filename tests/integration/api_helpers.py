@@ -132,3 +132,15 @@ async def make_resource(
     response = await client.post(f"/v1/zones/{zone_id}/resources", json=body, headers=admin)
     assert response.status_code == 201, response.text
     return str(response.json()["id"])
+
+
+async def make_grant(client: httpx.AsyncClient, admin: dict[str, str], zone_id: str, **overrides: Any) -> str:
+    """An active grant of a new application on a new resource (scope `read`) for `user-1`; its id."""
+    body = {"user_id": "user-1", "scopes": ["read"], **overrides}
+    if "application_id" not in body:
+        body["application_id"] = await make_application(client, admin, zone_id)
+    if "resource_id" not in body:
+        body["resource_id"] = await make_resource(client, admin, zone_id)
+    response = await client.post(f"/v1/zones/{zone_id}/grants", json=body, headers=admin)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])

@@ -26,6 +26,7 @@ from caracal_api.resources import Resources
 from tests.integration.api_helpers import (
     bearer,
     make_application,
+    make_grant,
     make_provider,
     make_resource,
     make_token,
@@ -39,6 +40,7 @@ OBJECT_MAKERS: dict[str, ObjectMaker] = {}
 OBJECT_MAKERS["application_id"] = make_application
 OBJECT_MAKERS["provider_id"] = make_provider
 OBJECT_MAKERS["resource_id"] = make_resource
+OBJECT_MAKERS["grant_id"] = make_grant
 ZONE_PREFIX = "/v1/zones/{zone_id}"
 # (method, path) -> a body passing the route's own checks, where `{}` would not: the contract answers a
 # PATCH without fields 400 no_fields before looking the object up, so `{}` would hide the 404.
