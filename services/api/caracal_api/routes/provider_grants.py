@@ -17,6 +17,7 @@ from caracal.domain.zones import require_live_zone
 from caracal.errors import CaracalError, InvalidInput
 from caracal.ids import is_valid_param
 from caracal.token_exchange import ExchangeLimits, exchange
+from caracal_api.errors import problem
 from caracal_api.openapi import problems
 from caracal_api.resources import Resources, ResourcesDep, provide_resources
 from caracal_api.routes.common import caller_of
@@ -64,6 +65,15 @@ def _page(status: int, title: str, text: str) -> Response[str]:
         f"<body><h1>{title}</h1><p>{text}</p></body></html>"
     )
     return Response(body, status_code=status, media_type="text/html; charset=utf-8")
+
+
+def _invalid_callback(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    """A query outside its declared shape (the state's length) is the callback's own 400 code."""
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    detail = "; ".join(str(item.get("message", "")) for item in extra if isinstance(item, dict)) or str(exc)
+    if _wants_html(request):
+        return _page(400, "Authorization failed", f"invalid_oauth_callback: {detail}")
+    return problem(400, "invalid_oauth_callback", detail)
 
 
 class ProviderGrantController(Controller):
@@ -124,6 +134,7 @@ class ProviderGrantController(Controller):
     @get(
         "/oauth/callback",
         opt={"public": True},
+        exception_handlers={ValidationException: _invalid_callback},
         status_code=201,
         security=[{}],
         responses=problems(403, 404, 502),
