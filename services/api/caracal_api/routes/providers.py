@@ -8,8 +8,9 @@ from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.di import Provide
 from litestar.params import FromPath, JSONBody
 
-from caracal.domain import providers
-from caracal.domain.providers import Provider, ProviderCreate, ProviderUpdate
+from caracal.domain import provider_changes, providers
+from caracal.domain.provider_changes import ProviderCreate, ProviderUpdate
+from caracal.domain.providers import Provider
 from caracal_api.openapi import problems
 from caracal_api.resources import ResourcesDep, provide_resources
 from caracal_api.routes.common import LINK, PAGE, PageDep, caller_of, listed
@@ -49,7 +50,7 @@ class ProviderController(Controller):
         data: JSONBody[ProviderCreate],
     ) -> Provider:
         async with res.writing(request) as conn:
-            return await providers.create_provider(
+            return await provider_changes.create_provider(
                 conn, zone_id, data, caller_of(request), zone_kek=res.settings.zone_kek
             )
 
@@ -74,7 +75,7 @@ class ProviderController(Controller):
         data: JSONBody[ProviderUpdate],
     ) -> Provider:
         async with res.writing(request) as conn:
-            return await providers.update_provider(
+            return await provider_changes.update_provider(
                 conn, zone_id, provider_id, data, caller_of(request), zone_kek=res.settings.zone_kek
             )
 
