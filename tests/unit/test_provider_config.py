@@ -122,6 +122,11 @@ REFUSALS = {
         _with(CLIENT_CREDENTIALS, allowed_token_hosts=[""]),
         "allowed_token_hosts[0] must be a non-empty string",
     ),
+    "oauth_client_id_no_nul": (
+        "oauth2_client_credentials",
+        _with(CLIENT_CREDENTIALS, client_id="a\x00b"),
+        "client_id must not contain NUL",
+    ),
     "oauth_scopes_non_empty": (
         "oauth2_client_credentials",
         _with(CLIENT_CREDENTIALS, scopes=[]),

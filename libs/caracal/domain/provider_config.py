@@ -72,6 +72,8 @@ class SplitConfig:
 def _text(key: str, value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ConfigRefused(f"{key} must be a non-empty string")
+    if "\x00" in value:  # Postgres JSON cannot hold it: refuse it here rather than as a data error
+        raise ConfigRefused(f"{key} must not contain NUL characters")
     return value
 
 
