@@ -10,6 +10,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from caracal.db.tables.resources import RESOURCES_ZONE_ID_IDENTIFIER_KEY, resources
+from caracal.db.tables.zones import zones
 from caracal.domain.applications import require_live_application
 from caracal.domain.context import Caller
 from caracal.domain.gateway_bindings import sync_binding
@@ -33,12 +34,19 @@ from caracal.domain.resources import (
     resource_not_found,
     resource_wire,
 )
-from caracal.domain.zones import first_free, require_live_zone
+from caracal.domain.zones import first_free
 from caracal.errors import Conflict, InvalidInput, NotFound
 from caracal.ids import new_id
 from caracal.outbox import record_change
 
-_LOCKED = READ_ONE.with_for_update(of=resources)
+# NO KEY UPDATE locks: writers of the same row take turns, while inserts that only reference the
+# row (grants naming the resource, anything created in the zone) pass their foreign-key checks.
+_LOCKED = READ_ONE.with_for_update(of=resources, key_share=True)
+_ZONE_TURN = (
+    select(zones.c.id)
+    .where(zones.c.id == bindparam("zone_id"), zones.c.archived_at.is_(None))
+    .with_for_update(key_share=True)
+)
 # An UPDATE reserves its columns' names for the SET clause: the zone is bound as `in_zone` here.
 _TARGET = (
     resources.c.zone_id == bindparam("in_zone"),
@@ -172,7 +180,8 @@ async def create_resource(
 ) -> Resource:
     # zone_not_found comes first; the lock makes creators in one zone take turns, so the quota
     # count and the free-identifier search cannot both pass for two of them
-    await require_live_zone(conn, zone_id, lock=True)
+    if (await conn.execute(_ZONE_TURN, {"zone_id": zone_id})).first() is None:
+        raise NotFound("zone_not_found", f"zone {zone_id} does not exist")
     checked, generated = await _check_create(conn, zone_id, data, rules)
     await _check_quota(conn, zone_id, rules)
     values = {
