@@ -27,6 +27,7 @@ _TITLES = {
     422: "Unprocessable Content",
     429: "Too Many Requests",
     500: "Internal Server Error",
+    502: "Bad Gateway",
     503: "Service Unavailable",
 }
 _PATH_IN_MESSAGE = re.compile(r"`\$((?:\.[^`.\[]+|\[\d+\])*)`")

@@ -36,6 +36,7 @@ _DESCRIPTIONS = {
     413: "Body larger than API_BODY_LIMIT_BYTES (`payload_too_large`)",
     415: "Body is not JSON",
     429: "Rate limited (`rate_limited`)",
+    502: "An upstream service (a provider's token endpoint) failed",
     503: "A dependency does not answer, or the API is overloaded; retry later",
 }
 

@@ -13,14 +13,13 @@ from litestar.params import FromPath, FromQuery, JSONBody, Parameter, QueryParam
 from caracal.domain import oauth, provider_grants
 from caracal.domain.oauth import OAuthAuthorization, OAuthAuthorize
 from caracal.domain.provider_grants import ProviderGrant, ProviderGrantCreate, ProviderGrantRevoke
-from caracal.domain.zones import require_live_zone
 from caracal.errors import CaracalError, InvalidInput
 from caracal.ids import is_valid_param
 from caracal.token_exchange import ExchangeLimits, exchange
 from caracal_api.errors import problem
 from caracal_api.openapi import problems
 from caracal_api.resources import Resources, ResourcesDep, provide_resources
-from caracal_api.routes.common import caller_of
+from caracal_api.routes.common import caller_of, zone_before_body
 
 # `state` is a name Litestar reserves for the app state: the parameter is renamed, the query key is not
 StateQuery = Annotated[
@@ -28,20 +27,6 @@ StateQuery = Annotated[
     QueryParameter(name="state", min_length=32, max_length=256, description="What authorize returned"),
 ]
 ProviderText = Annotated[str, Parameter(description="As the provider sent it")]
-
-
-async def zone_before_body(request: Request[Any, Any, Any]) -> None:
-    """The /v1 hook, except that a missing zone outranks a bad body (404 before 400, CONTRACT.md §4.8):
-    the zone is looked up only when the body fails, so a good request pays nothing for the order."""
-    from caracal_api.app import before_v1  # noqa: PLC0415 (the app imports this module)
-
-    try:
-        await before_v1(request)
-    except ValidationException:
-        res: Resources = request.app.state.resources
-        zone_id = str(request.path_params["zone_id"])
-        await res.read(lambda conn: require_live_zone(conn, zone_id))
-        raise
 
 
 def _limits(res: Resources) -> ExchangeLimits:
