@@ -1,4 +1,4 @@
-"""POST …/provider-grants and …/provider-grants/revoke (CONTRACT.md §4.8): upsert, sealing, order of errors."""
+"""POST …/provider-grants and …/revoke (CONTRACT.md §4.8): upsert, sealing, the order of errors."""
 
 from __future__ import annotations
 
@@ -253,8 +253,15 @@ async def test_revoke_answers_the_revoked_grant_and_wipes_its_tokens(
     assert len(await grant_rows(engine)) == 2
 
 
-@pytest.mark.parametrize("body", [{}, {"user_id": "u", "resource_id": "r"}, {"user_id": "", "resource_id": "r",
-                                  "provider_id": "p"}, {"user_id": 1, "resource_id": "r", "provider_id": "p"}])  # fmt: skip
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"user_id": "u", "resource_id": "r"},
+        {"user_id": "", "resource_id": "r", "provider_id": "p"},
+        {"user_id": 1, "resource_id": "r", "provider_id": "p"},
+    ],
+)
 async def test_a_bad_revoke_body_is_400_invalid_provider_grant_revoke(
     client: httpx.AsyncClient, admin: dict[str, str], world: World, body: dict[str, Any]
 ) -> None:

@@ -146,7 +146,8 @@ async def test_a_provider_config_without_its_endpoints_is_refused_in_order(
         ("config_json || '{\"authorization_endpoint\": \"\"}'", "invalid_provider_config"),
         ("config_json || '{\"authorization_endpoint\": \"http://idp.example.com/a\", \"client_id\": \"c\", "
          "\"redirect_uri\": \"https://x.example/cb\"}'", "provider_authorization_endpoint_invalid"),
-        ("config_json || '{\"authorization_endpoint\": \"not a url\"}'", "provider_authorization_endpoint_invalid"),
+        ("config_json || '{\"authorization_endpoint\": \"not a url\"}'",
+         "provider_authorization_endpoint_invalid"),
     ]:  # fmt: skip
         async with engine.begin() as conn:
             await conn.execute(text(f"UPDATE providers SET config_json = {update}"))
