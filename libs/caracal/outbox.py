@@ -83,13 +83,13 @@ async def record_change(
     request_id: str | None = None,
 ) -> str:
     """A `caracal.changes` entry: what changed (`zone.created`, ...), in which zone, which entity."""
-    payload: dict[str, Scalar] = {
-        "event": event,
-        "zone_id": zone_id,
-        "entity_type": entity_type,
-        "entity_id": entity_id,
-    }
+    payload = change_payload(event, entity_type=entity_type, entity_id=entity_id, zone_id=zone_id)
     return await record_event(conn, CHANGES, payload, request_id=request_id)
+
+
+def change_payload(event: str, *, entity_type: str, entity_id: str, zone_id: str | None) -> dict[str, Scalar]:
+    """The fields of a `caracal.changes` entry (for `record_change`, or many through `record_events`)."""
+    return {"event": event, "zone_id": zone_id, "entity_type": entity_type, "entity_id": entity_id}
 
 
 _PRUNE = text(

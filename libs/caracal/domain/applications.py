@@ -22,11 +22,11 @@ from caracal.db.paging import Listing, Page, PagedQuery, listing
 from caracal.db.query import Query
 from caracal.db.tables.applications import applications
 from caracal.db.tables.zones import zones
+from caracal.domain.changes import entity_changed
 from caracal.domain.context import Caller
 from caracal.domain.wire import Body, Name, Resource, Timestamp
 from caracal.errors import InvalidInput, NotFound
 from caracal.ids import new_id
-from caracal.outbox import record_change
 from caracal.passwords import hash_client_secret
 from caracal.timefmt import iso_ms
 
@@ -153,19 +153,6 @@ async def new_client_secret(cleartext: str | None = None) -> ClientSecret:
     return ClientSecret(cleartext, await hash_client_secret(cleartext))
 
 
-async def application_changed(
-    conn: AsyncConnection, event: str, zone_id: str, app_id: str, caller: Caller
-) -> None:
-    await record_change(
-        conn,
-        event,
-        entity_type="application",
-        entity_id=app_id,
-        zone_id=zone_id,
-        request_id=caller.request_id,
-    )
-
-
 async def require_live_application(
     conn: AsyncConnection, zone_id: str, application_id: str, *, unexpired: bool = True
 ) -> Any:
@@ -227,7 +214,7 @@ async def create_application(
     row = await insert_application(
         conn, zone_id, name=data.name, method="managed", secret=secret, traits=data.traits, ttl=None
     )
-    await application_changed(conn, "application.created", zone_id, row.id, caller)
+    await entity_changed(conn, "application.created", zone_id, row.id, caller)
     return with_secret(row, secret)
 
 
@@ -264,7 +251,7 @@ async def update_application(
     row = (await conn.execute(statement, {"zone": zone_id, "app": application_id})).first()
     if row is None:
         raise application_not_found(application_id)
-    await application_changed(conn, "application.updated", zone_id, application_id, caller)
+    await entity_changed(conn, "application.updated", zone_id, application_id, caller)
     return application_wire(row, traits=traits)
 
 
@@ -281,7 +268,7 @@ async def rotate_secret(
         update(applications).where(*_THIS).values(client_secret_hash=secret.stored).returning(*_COLUMNS)
     )
     row = (await conn.execute(statement, {"zone": zone_id, "app": application_id})).one()
-    await application_changed(conn, "application.secret_rotated", zone_id, application_id, caller)
+    await entity_changed(conn, "application.secret_rotated", zone_id, application_id, caller)
     return with_secret(row, secret)
 
 
@@ -292,4 +279,4 @@ async def delete_application(
     found = (await conn.execute(_ARCHIVE, {"zone": zone_id, "app": application_id})).first()
     if found is None:
         raise application_not_found(application_id)
-    await application_changed(conn, "application.deleted", zone_id, application_id, caller)
+    await entity_changed(conn, "application.deleted", zone_id, application_id, caller)

@@ -17,10 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from caracal.domain.applications import (
     ApplicationWithSecret,
     ClientSecret,
-    application_changed,
     insert_application,
     with_secret,
 )
+from caracal.domain.changes import entity_changed
 from caracal.domain.context import Caller
 from caracal.domain.wire import Body, LenientBody, Name, Resource, Text
 from caracal.domain.zones import live_dcr_applications, require_live_zone
@@ -117,7 +117,7 @@ async def register_dcr_application(
         ttl=timedelta(seconds=registration.expires_in),
         application_id=registration.application_id,
     )
-    await application_changed(conn, "application.registered", zone_id, row.id, caller)
+    await entity_changed(conn, "application.registered", zone_id, row.id, caller)
     return row
 
 

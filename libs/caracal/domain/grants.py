@@ -30,12 +30,12 @@ from caracal.db.tables.grants import delegated_grants as grants
 from caracal.db.tables.providers import providers
 from caracal.db.tables.resources import resources
 from caracal.db.tables.zones import zones
+from caracal.domain.changes import entity_changed
 from caracal.domain.context import Caller
 from caracal.domain.sessions import revoke_subject_sessions
 from caracal.domain.wire import LenientBody, Name, Resource, Scopes, Timestamp
 from caracal.errors import Forbidden, InvalidInput, NotFound
 from caracal.ids import new_id
-from caracal.outbox import record_change
 from caracal.timefmt import iso_ms
 
 GrantStatus = Literal["active", "revoked", "expired"]
@@ -271,7 +271,7 @@ async def create_grant(conn: AsyncConnection, zone_id: str, data: GrantCreate, c
         raise NotFound("resource_not_found", f"resource {data.resource_id} does not exist")
     if row.id is None:
         raise Forbidden("grant_scopes_exceed_resource", "the grant's scopes must be among the resource's")
-    await _grant_changed(conn, "grant.created", zone_id, row.id, caller)
+    await entity_changed(conn, "grant.created", zone_id, row.id, caller)
     return grant_wire(row)
 
 
@@ -303,13 +303,5 @@ async def revoke_grant(conn: AsyncConnection, zone_id: str, grant_id: str, calle
         extra={"grant_id": grant_id},
         request_id=caller.request_id,
     )
-    await _grant_changed(conn, "grant.revoked", zone_id, grant_id, caller)
+    await entity_changed(conn, "grant.revoked", zone_id, grant_id, caller)
     return revoked
-
-
-async def _grant_changed(
-    conn: AsyncConnection, event: str, zone_id: str, grant_id: str, caller: Caller
-) -> None:
-    await record_change(
-        conn, event, entity_type="grant", entity_id=grant_id, zone_id=zone_id, request_id=caller.request_id
-    )

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from caracal.db.locks import PROVIDER_IDENTIFIER_PREFIX
 from caracal.db.tables.providers import providers
+from caracal.domain.changes import entity_changed
 from caracal.domain.context import Caller
 from caracal.domain.provider_config import split_config
 from caracal.domain.providers import (
@@ -19,7 +20,6 @@ from caracal.domain.providers import (
     PROVIDER_COLUMNS,
     Provider,
     ProviderKind,
-    provider_changed,
     provider_not_found,
     provider_wire,
     require_live_provider,
@@ -155,7 +155,7 @@ async def create_provider(
         ).first()
         if row is None:
             raise _identifier_conflict(identifier)
-    await provider_changed(conn, "provider.created", row.id, zone_id, caller)
+    await entity_changed(conn, "provider.created", zone_id, row.id, caller)
     return provider_wire(row)
 
 
@@ -208,5 +208,5 @@ async def update_provider(
     row = (await conn.execute(statement, {"zone": zone_id, "provider": provider_id})).first()
     if row is None:
         raise provider_not_found(provider_id)
-    await provider_changed(conn, "provider.updated", provider_id, zone_id, caller)
+    await entity_changed(conn, "provider.updated", zone_id, provider_id, caller)
     return provider_wire(row)

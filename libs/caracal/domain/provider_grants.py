@@ -17,6 +17,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from caracal.db.tables.grants import provider_grants
+from caracal.domain.changes import entity_changed
 from caracal.domain.context import Caller
 from caracal.domain.providers import require_live_provider
 from caracal.domain.resources import require_live_resource
@@ -24,7 +25,6 @@ from caracal.domain.wire import LenientBody, Name, Resource, Scopes, Timestamp
 from caracal.domain.zones import require_live_zone
 from caracal.errors import Forbidden, InvalidInput, NotFound, Unavailable
 from caracal.ids import new_id
-from caracal.outbox import record_change
 from caracal.sealing import seal_token
 from caracal.timefmt import iso_ms
 
@@ -202,7 +202,7 @@ async def upsert_provider_grant(
     }
     row = (await conn.execute(_UPSERT, values)).one()
     event = "provider_grant.created" if row.inserted else "provider_grant.updated"
-    await _grant_changed(conn, event, row, caller)
+    await entity_changed(conn, event, row.zone_id, row.id, caller)
     return provider_grant_wire(row)
 
 
@@ -229,16 +229,5 @@ async def revoke_provider_grant(
         raise NotFound(
             "provider_grant_not_found", "no active provider grant for this user, resource and provider"
         )
-    await _grant_changed(conn, "provider_grant.revoked", row, caller)
+    await entity_changed(conn, "provider_grant.revoked", row.zone_id, row.id, caller)
     return provider_grant_wire(row)
-
-
-async def _grant_changed(conn: AsyncConnection, event: str, row: Any, caller: Caller) -> None:
-    await record_change(
-        conn,
-        event,
-        entity_type="provider_grant",
-        entity_id=row.id,
-        zone_id=row.zone_id,
-        request_id=caller.request_id,
-    )

@@ -11,10 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from caracal.db.paging import Listing, Page, PagedQuery, listing
 from caracal.db.query import Query
 from caracal.db.tables.providers import providers
+from caracal.domain.changes import entity_changed
 from caracal.domain.context import Caller
 from caracal.domain.wire import Resource, Timestamp
 from caracal.errors import NotFound
-from caracal.outbox import record_change
 from caracal.timefmt import iso_ms
 
 ProviderKind = Literal[
@@ -124,19 +124,6 @@ def none_provider_id(zone_id: str) -> str:
     return f"provider-none-{zone_id}"
 
 
-async def provider_changed(
-    conn: AsyncConnection, event: str, provider_id: str, zone_id: str, caller: Caller | None
-) -> None:
-    await record_change(
-        conn,
-        event,
-        entity_type="provider",
-        entity_id=provider_id,
-        zone_id=zone_id,
-        request_id=caller.request_id if caller else None,
-    )
-
-
 def provider_not_found(provider_id: str) -> NotFound:
     return NotFound("provider_not_found", f"provider {provider_id} does not exist in this zone")
 
@@ -162,7 +149,7 @@ async def ensure_none_provider(conn: AsyncConnection, zone_id: str, caller: Call
     row = (await conn.execute(_ENSURE_NONE, {"provider": provider_id, "zone": zone_id})).first()
     if row is not None:
         event = "provider.created" if row.inserted else "provider.updated"
-        await provider_changed(conn, event, provider_id, zone_id, caller)
+        await entity_changed(conn, event, zone_id, provider_id, caller)
     return provider_id
 
 
@@ -187,4 +174,4 @@ async def delete_provider(conn: AsyncConnection, zone_id: str, provider_id: str,
     result = await conn.execute(_ARCHIVE, {"zone": zone_id, "provider": provider_id})
     if result.first() is None:
         raise provider_not_found(provider_id)
-    await provider_changed(conn, "provider.deleted", provider_id, zone_id, caller)
+    await entity_changed(conn, "provider.deleted", zone_id, provider_id, caller)

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from caracal.db.tables.resources import RESOURCES_ZONE_ID_IDENTIFIER_KEY, resources
 from caracal.db.tables.zones import zones
 from caracal.domain.applications import require_live_application
+from caracal.domain.changes import entity_changed
 from caracal.domain.context import Caller
 from caracal.domain.gateway_bindings import sync_binding
 from caracal.domain.providers import ensure_none_provider, require_live_provider
@@ -37,7 +38,6 @@ from caracal.domain.resources import (
 from caracal.domain.zones import first_free
 from caracal.errors import Conflict, InvalidInput, NotFound
 from caracal.ids import new_id
-from caracal.outbox import record_change
 
 # NO KEY UPDATE locks: writers of the same row take turns, while inserts that only reference the
 # row (grants naming the resource, anything created in the zone) pass their foreign-key checks.
@@ -78,17 +78,6 @@ _MANAGED_ELSEWHERE = "control API resource is managed only through the Control c
 
 def _protected(detail: str) -> Conflict:
     return Conflict("protected_resource", detail)
-
-
-async def _resource_changed(conn: AsyncConnection, event: str, row: Any, caller: Caller) -> None:
-    await record_change(
-        conn,
-        event,
-        entity_type="resource",
-        entity_id=row.id,
-        zone_id=row.zone_id,
-        request_id=caller.request_id,
-    )
 
 
 async def _require_gateway_application(conn: AsyncConnection, zone_id: str, application_id: str) -> None:
@@ -199,7 +188,7 @@ async def create_resource(
         row = (await conn.execute(_INSERT, {**values, "name": name or checked.identifier})).one()
     bound = None if checked.control else checked.application_id
     await sync_binding(conn, zone_id, row.identifier, bound)
-    await _resource_changed(conn, "resource.created", row, caller)
+    await entity_changed(conn, "resource.created", row.zone_id, row.id, caller)
     return resource_wire(row, bound)
 
 
@@ -269,7 +258,7 @@ async def update_resource(
     bound = None if merged.control else merged.application_id
     if data.identifier is not UNSET or data.gateway_application_id is not UNSET:
         await sync_binding(conn, zone_id, row.identifier, bound, previous_identifier=current.identifier)
-    await _resource_changed(conn, "resource.updated", row, caller)
+    await entity_changed(conn, "resource.updated", row.zone_id, row.id, caller)
     return resource_wire(row, bound)
 
 
@@ -284,11 +273,4 @@ async def delete_resource(
             raise _protected("control API resource cannot be deleted")
         raise resource_not_found(resource_id)
     await sync_binding(conn, zone_id, row.identifier, None)
-    await record_change(
-        conn,
-        "resource.deleted",
-        entity_type="resource",
-        entity_id=resource_id,
-        zone_id=zone_id,
-        request_id=caller.request_id,
-    )
+    await entity_changed(conn, "resource.deleted", zone_id, resource_id, caller)

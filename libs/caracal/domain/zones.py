@@ -19,12 +19,13 @@ from caracal.db.query import Query
 from caracal.db.tables.applications import applications
 from caracal.db.tables.zones import ZONES_SLUG_KEY, zones
 from caracal.domain.audit import record_audit
+from caracal.domain.changes import entity_changed
 from caracal.domain.context import Caller
 from caracal.domain.wire import Body, Name, Resource, Timestamp
 from caracal.errors import Conflict, InvalidInput, NotFound
 from caracal.events import CHANGES
 from caracal.ids import new_id
-from caracal.outbox import record_change, record_events
+from caracal.outbox import change_payload, record_events
 from caracal.settings import KeyRing
 from caracal.timefmt import iso_ms
 
@@ -111,12 +112,6 @@ def zone_wire(row: Any) -> Zone:
     )
 
 
-async def _zone_changed(conn: AsyncConnection, event: str, zone_id: str, caller: Caller) -> None:
-    await record_change(
-        conn, event, entity_type="zone", entity_id=zone_id, zone_id=zone_id, request_id=caller.request_id
-    )
-
-
 def slugify(name: str, fallback: str) -> str:
     """Room is left for the `-<uuidv7 hex>` suffix within SLUG_MAX."""
     return _NON_SLUG.sub("-", name.lower()).strip("-")[: SLUG_MAX - 40].rstrip("-") or fallback
@@ -181,7 +176,7 @@ async def create_zone(conn: AsyncConnection, kek: KeyRing, data: ZoneCreate, cal
             raise Conflict("zone_slug_conflict", f"slug {data.slug!r} is taken")
     else:
         row = await _insert_with_free_slug(conn, slugify(data.name, "zone"), values)
-    await _zone_changed(conn, "zone.created", zone_id, caller)
+    await entity_changed(conn, "zone.created", zone_id, zone_id, caller)
     return zone_wire(row)
 
 
@@ -227,7 +222,7 @@ async def update_zone(conn: AsyncConnection, zone_id: str, data: ZoneUpdate, cal
         ).one()
     except IntegrityError as exc:
         raise _slug_conflict(exc, str(changes.get("slug"))) from exc
-    await _zone_changed(conn, "zone.updated", zone_id, caller)
+    await entity_changed(conn, "zone.updated", zone_id, zone_id, caller)
     return zone_wire(row)
 
 
@@ -264,12 +259,7 @@ async def _archive_live_dcr(conn: AsyncConnection, zone_id: str, caller: Caller)
     """revoke_live: the zone's live DCR applications are archived, with one change event each."""
     archived = (await conn.execute(_ARCHIVE_LIVE_DCR, {"zone": zone_id})).scalars().all()
     changes = [
-        {
-            "event": "application.deleted",
-            "zone_id": zone_id,
-            "entity_type": "application",
-            "entity_id": app_id,
-        }
+        change_payload("application.deleted", entity_type="application", entity_id=app_id, zone_id=zone_id)
         for app_id in archived
     ]
     await record_events(conn, CHANGES, changes, request_id=caller.request_id)
@@ -281,4 +271,4 @@ async def delete_zone(conn: AsyncConnection, zone_id: str, caller: Caller) -> No
     if result.first() is None:
         raise NotFound("zone_not_found", f"zone {zone_id} does not exist")
     after_commit(conn, f"zone:{zone_id}")  # its zone-scoped tokens stop working everywhere
-    await _zone_changed(conn, "zone.deleted", zone_id, caller)
+    await entity_changed(conn, "zone.deleted", zone_id, zone_id, caller)

@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import msgspec
 from litestar import Litestar, Request, Router, get
 from litestar.enums import OpenAPIMediaType
 from litestar.exceptions import ValidationException
@@ -20,8 +19,8 @@ from redis.asyncio import Redis
 
 from caracal.db.engine import create_engine
 from caracal.settings import Settings
-from caracal_api.auth import admin_guard
 from caracal_api.errors import handle_exception
+from caracal_api.hooks import before_v1, strict_body
 from caracal_api.metrics import HttpMetrics
 from caracal_api.middleware import RequestContext
 from caracal_api.openapi import OPENAPI_PLUGINS, mark_optional_bodies
@@ -38,36 +37,9 @@ from caracal_api.routes.resources import ResourceController
 from caracal_api.routes.zones import ZoneController
 
 
-async def before_v1(request: Request[Any, Any, Any]) -> None:
-    """The admin guard, then the strict body check (auth precedes body checks). A before-request hook
-    rather than a Litestar guard: Litestar copies the route handler for every guard call."""
-    handler = request.route_handler
-    if not handler.opt.get("public"):
-        await admin_guard(request, handler)
-    await strict_body(request)
-
-
 @get("/openapi.json", include_in_schema=False, media_type=OpenAPIMediaType.OPENAPI_JSON, sync_to_thread=False)
 def openapi_json(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return request.app.openapi_schema.to_schema()
-
-
-async def strict_body(request: Request[Any, Any, Any]) -> None:
-    """Bodies are checked against the route's Struct strictly before the framework decodes them.
-
-    Litestar converts leniently ("true" or 1 would pass as a boolean); the contract does not.
-    Failures raise the same ValidationException, so the route's body error code applies.
-    """
-    field = request.route_handler.parsed_fn_signature.parameters.get("data")
-    if field is None:
-        return
-    raw = await request.body()
-    if not raw.strip() and field.is_optional:
-        return
-    try:
-        msgspec.json.decode(raw, type=field.annotation, strict=True)
-    except msgspec.DecodeError as exc:
-        raise ValidationException(str(exc), extra=[{"message": str(exc), "key": "data"}]) from exc
 
 
 def build_resources(settings: Settings) -> Resources:

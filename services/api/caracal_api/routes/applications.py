@@ -42,7 +42,7 @@ from caracal.domain.zones import require_live_zone
 from caracal_api.openapi import problems
 from caracal_api.ratelimit import RequestLimits
 from caracal_api.resources import Resources, ResourcesDep, provide_resources
-from caracal_api.routes.common import LINK, PAGE, PageDep, caller_of, list_response
+from caracal_api.routes.common import LINK, PAGE, PageDep, caller_of, list_response, zone_before_body
 
 log = logging.getLogger("caracal.api.applications")
 BODY = {"body_error": "invalid_application"}
@@ -119,6 +119,7 @@ class ApplicationController(Controller):
     @post(
         "/",
         opt=BODY,
+        before_request=zone_before_body,
         responses=problems(403, 404),
         summary="Create a managed application (its client_secret is shown in this answer only)",
     )

@@ -21,6 +21,7 @@ from caracal.domain.wire import NO_NUL, Text
 from caracal.domain.zones import require_live_zone
 from caracal.errors import InvalidInput
 from caracal_api.errors import handle_exception, problem
+from caracal_api.hooks import before_v1
 
 T = TypeVar("T")
 PAGE_DEFAULT, PAGE_MAX = 200, 500
@@ -78,8 +79,6 @@ async def zone_before_body(request: Request[Any, Any, Any]) -> None:
     """The /v1 hook for a create route where a missing zone outranks a bad body (404 before 400, as
     the contract orders them): the zone is looked up only when the body fails, so a good request
     pays nothing for the order. Give it as the handler's `before_request`."""
-    from caracal_api.app import before_v1  # noqa: PLC0415 (the app imports the route modules)
-
     try:
         await before_v1(request)
     except ValidationException:

@@ -13,7 +13,7 @@ from caracal.domain.provider_changes import ProviderCreate, ProviderUpdate
 from caracal.domain.providers import Provider
 from caracal_api.openapi import problems
 from caracal_api.resources import ResourcesDep, provide_resources
-from caracal_api.routes.common import LINK, PAGE, PageDep, caller_of, listed
+from caracal_api.routes.common import LINK, PAGE, PageDep, caller_of, listed, zone_before_body
 
 BODY = {"body_error": "invalid_provider"}
 
@@ -39,6 +39,7 @@ class ProviderController(Controller):
     @post(
         "/",
         opt=BODY,
+        before_request=zone_before_body,
         responses=problems(404, 409),
         summary="Create a provider; secrets in config_json are sealed under ZONE_KEK (503 without it)",
     )

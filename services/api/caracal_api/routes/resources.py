@@ -14,7 +14,7 @@ from caracal.domain.resource_rules import CONTROL_HEADER, CONTROL_HEADER_MANAGE,
 from caracal.domain.resources import Resource, ResourceCreate, ResourceUpdate
 from caracal_api.openapi import problems
 from caracal_api.resources import ResourcesDep, provide_resources
-from caracal_api.routes.common import LINK, PAGE, PageDep, caller_of, listed
+from caracal_api.routes.common import LINK, PAGE, PageDep, caller_of, listed, zone_before_body
 
 BODY = {"body_error": "invalid_resource"}
 ControlHeader = Annotated[
@@ -51,6 +51,7 @@ class ResourceController(Controller):
     @post(
         "/",
         opt=BODY,
+        before_request=zone_before_body,
         responses=problems(404, 409),
         summary="Create a resource (identifier generated from the name when absent) and its Gateway binding",
     )
