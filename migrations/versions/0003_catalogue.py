@@ -137,9 +137,9 @@ STATEMENTS = (
     )
     """,
     "CREATE INDEX delegated_grants_page_idx ON delegated_grants (zone_id, created_at DESC, id DESC)",
-    "CREATE INDEX delegated_grants_user_idx ON delegated_grants (zone_id, user_id)",
-    "CREATE INDEX delegated_grants_application_idx ON delegated_grants (zone_id, application_id)",
-    "CREATE INDEX delegated_grants_resource_idx ON delegated_grants (zone_id, resource_id)",
+    "CREATE INDEX delegated_grants_user_idx ON delegated_grants (zone_id, user_id, created_at DESC, id DESC)",
+    "CREATE INDEX delegated_grants_application_idx ON delegated_grants (zone_id, application_id, created_at DESC, id DESC)",
+    "CREATE INDEX delegated_grants_resource_idx ON delegated_grants (zone_id, resource_id, created_at DESC, id DESC)",
     """
     CREATE TABLE provider_grants (
         id                    TEXT PRIMARY KEY,

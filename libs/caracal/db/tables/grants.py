@@ -76,9 +76,19 @@ Index(
     delegated_grants.c.created_at.desc(),
     delegated_grants.c.id.desc(),
 )
-Index(DELEGATED_GRANTS_USER_IDX, delegated_grants.c.zone_id, delegated_grants.c.user_id)
-Index(DELEGATED_GRANTS_APPLICATION_IDX, delegated_grants.c.zone_id, delegated_grants.c.application_id)
-Index(DELEGATED_GRANTS_RESOURCE_IDX, delegated_grants.c.zone_id, delegated_grants.c.resource_id)
+# a list filtered by user, application or resource walks its page in order, never sorting them all
+for _name, _column in (
+    (DELEGATED_GRANTS_USER_IDX, delegated_grants.c.user_id),
+    (DELEGATED_GRANTS_APPLICATION_IDX, delegated_grants.c.application_id),
+    (DELEGATED_GRANTS_RESOURCE_IDX, delegated_grants.c.resource_id),
+):
+    Index(
+        _name,
+        delegated_grants.c.zone_id,
+        _column,
+        delegated_grants.c.created_at.desc(),
+        delegated_grants.c.id.desc(),
+    )
 
 provider_grants = Table(
     "provider_grants",
