@@ -13,7 +13,7 @@ from caracal.cli import COMMANDS
 
 ROOT = Path(__file__).resolve().parents[2]
 CARACAL_SERVICES = ("api", "dispatcher", "reaper")
-SECRETS = ("CARACAL_ADMIN_TOKEN", "CARACAL_KEK", "STREAMS_HMAC_KEY", "POSTGRES_PASSWORD")
+SECRETS = ("CARACAL_ADMIN_TOKEN", "CARACAL_KEK", "STREAMS_HMAC_KEY", "ZONE_KEK", "POSTGRES_PASSWORD")
 
 
 def _compose() -> dict[str, Any]:
@@ -56,7 +56,7 @@ def _caracal_services() -> dict[str, dict[str, Any]]:
     return {name: svc for name, svc in _services().items() if _words(svc.get("command"))[:1] == ["caracal"]}
 
 
-def _settings_variables() -> set[str]:
+def settings_variables() -> set[str]:
     source = (ROOT / "libs" / "caracal" / "settings.py").read_text(encoding="utf-8")
     return set(re.findall(r'"([A-Z][A-Z0-9_]+)"', source))
 
@@ -74,14 +74,14 @@ def test_every_caracal_command_names_a_cli_subcommand() -> None:
 @pytest.mark.parametrize("service", CARACAL_SERVICES)
 def test_caracal_services_set_only_variables_the_settings_loader_reads(service: str) -> None:
     """Each variable given to a Caracal process is one settings.py reads, so a typo cannot go unnoticed."""
-    known = _settings_variables()
+    known = settings_variables()
     unknown = set(_environment(_services()[service])) - known
     assert not unknown, f"{service}: settings.py reads none of {sorted(unknown)}"
 
 
 def test_every_process_running_the_caracal_image_gets_the_settings_it_needs() -> None:
     """Every `caracal` service has the URLs and, in stable mode, the KEK and the stream signing key."""
-    needed = {"DATABASE_URL", "REDIS_URL", "CARACAL_KEK", "STREAMS_HMAC_KEY", "CARACAL_MODE"}
+    needed = {"DATABASE_URL", "REDIS_URL", "CARACAL_KEK", "STREAMS_HMAC_KEY", "ZONE_KEK", "CARACAL_MODE"}
     for name, service in _caracal_services().items():
         missing = needed - set(_environment(service))
         assert not missing, f"{name}: missing {sorted(missing)}"
