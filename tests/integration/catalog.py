@@ -14,7 +14,8 @@ IGNORED_TABLES = ("alembic_version",)
 
 _TABLES = """
 SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND c.relname <> ALL($1::text[])
+ WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+   AND c.relname <> ALL($1::text[])
 """
 _COLUMNS = """
 SELECT c.relname AS table_name, a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type,
@@ -48,21 +49,52 @@ SELECT c.relname AS table_name, i.relname AS name, x.indisunique AS is_unique,
  WHERE n.nspname = 'public'
 """
 
+_TRIGGERS = """
+SELECT c.relname AS table_name, t.tgname AS name, pg_get_triggerdef(t.oid, true) AS definition,
+       t.tgenabled::text AS enabled
+  FROM pg_trigger t
+  JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname = 'public' AND NOT t.tgisinternal
+"""
+# Functions belong to no table: they are filed under FUNCTIONS. Extensions' functions are not ours.
+# The body is compared with its whitespace collapsed (a migration indents it, a definition may not).
+_FUNCTIONS = """
+SELECT p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')' AS name,
+       pg_get_function_result(p.oid) AS result, l.lanname AS language, p.provolatile::text AS volatility,
+       p.prosecdef AS security_definer,
+       btrim(regexp_replace(p.prosrc, '\\s+', ' ', 'g')) AS body
+  FROM pg_proc p
+  JOIN pg_namespace n ON n.oid = p.pronamespace JOIN pg_language l ON l.oid = p.prolang
+ WHERE n.nspname = 'public'
+   AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                    WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
+"""
+FUNCTIONS = "(functions)"
+
 Shape = dict[str, dict[str, dict[str, Any]]]  # table -> section:name -> property -> value
 
 
 async def describe(url: str) -> Shape:
-    """Per public table: its columns, constraints and indexes with every property the test compares."""
+    """Per public table: its columns, constraints, indexes and triggers; the functions under FUNCTIONS."""
     conn = await asyncpg.connect(url)
     try:
         tables = await conn.fetch(_TABLES, list(IGNORED_TABLES))
         shape: Shape = {row["relname"]: {} for row in tables}
-        for section, query in (("column", _COLUMNS), ("constraint", _CONSTRAINTS), ("index", _INDEXES)):
+        sections = (
+            ("column", _COLUMNS),
+            ("constraint", _CONSTRAINTS),
+            ("index", _INDEXES),
+            ("trigger", _TRIGGERS),
+        )
+        for section, query in sections:
             for row in await conn.fetch(query):
                 found = dict(row)
                 table = found.pop("table_name")
                 if table in shape:
                     shape[table][f"{section} {found.pop('name')}"] = found
+        functions = {f"function {row['name']}": dict(row) for row in await conn.fetch(_FUNCTIONS)}
+        if functions:
+            shape[FUNCTIONS] = functions
     finally:
         await conn.close()
     return shape

@@ -16,7 +16,7 @@ from caracal.db.tables.outbox import outbox_origin
 from caracal.db.tables.resources import gateway_binding_revision
 from caracal.settings import Settings
 from tests.conftest import recreate_database
-from tests.integration.catalog import Shape, describe, differences
+from tests.integration.catalog import FUNCTIONS, Shape, describe, differences
 from tests.support import Servers
 
 DEFINED = "caracal.db.tables"
@@ -175,3 +175,27 @@ async def test_tests_start_with_every_table_empty_but_the_seeded_singleton_rows(
             await conn.execute(select(func.count()).select_from(gateway_binding_revision))
         ).scalar_one()
     assert (origins, revisions) == (1, 1)
+
+
+async def test_triggers_and_functions_are_compared(migrated: Shape, scratch_url: str) -> None:
+    """The version tables' immutability trigger and its function are read, and one missing is reported."""
+    assert (
+        "BEFORE DELETE OR UPDATE ON policy_versions"
+        in (migrated["policy_versions"]["trigger policy_versions_immutable"]["definition"])
+    )
+    assert "function caracal_refuse_version_change()" in migrated[FUNCTIONS]
+    defined = await created_from(metadata, scratch_url)
+    conn = await asyncpg.connect(plain_url(scratch_url))
+    try:
+        await conn.execute("DROP TRIGGER policy_versions_immutable ON policy_versions")
+        await conn.execute(
+            "CREATE OR REPLACE FUNCTION caracal_refuse_version_change() RETURNS trigger"
+            " LANGUAGE plpgsql AS $$ BEGIN RETURN OLD; END $$"
+        )
+    finally:
+        await conn.close()
+    database = await describe(plain_url(scratch_url))
+    found = differences(defined, database, expected_as=DEFINED, actual_as=MIGRATED)
+    assert "policy_versions trigger policy_versions_immutable: only in caracal.db.tables" in found
+    changed_body = f"{FUNCTIONS} function caracal_refuse_version_change() body"
+    assert any(line.startswith(changed_body) for line in found)
