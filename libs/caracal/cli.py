@@ -22,7 +22,13 @@ from caracal.settings import Settings, SettingsError, load_settings
 
 SERVICES = {"api": "caracal_api", "dispatcher": "caracal_dispatcher", "reaper": "caracal_reaper"}
 COMMANDS = (*SERVICES, "migrate", "up")
-GENERATED_SECRETS = ("CARACAL_KEK", "STREAMS_HMAC_KEY", "CARACAL_ADMIN_TOKEN", "ZONE_KEK")
+GENERATED_SECRETS = (
+    "CARACAL_KEK",
+    "STREAMS_HMAC_KEY",
+    "CARACAL_ADMIN_TOKEN",
+    "ZONE_KEK",
+    "CARACAL_BUNDLE_SIGNING_KEY",
+)
 
 
 TAIL_LINES = 8  # a dead child's last lines, repeated after the news of its exit
@@ -87,6 +93,7 @@ def _secrets_file(data_dir: Path) -> tuple[dict[str, str], set[str]]:
         "STREAMS_HMAC_KEY": secrets.token_hex(32),
         "CARACAL_ADMIN_TOKEN": "cat_" + secrets.token_urlsafe(32),
         "ZONE_KEK": secrets.token_hex(32),
+        "CARACAL_BUNDLE_SIGNING_KEY": secrets.token_hex(32),
     }
     generated = {name for name in GENERATED_SECRETS if name not in stored}
     for name in generated:

@@ -28,6 +28,7 @@ _SECRET_VARS = (
     "CARACAL_KEK",
     "STREAMS_HMAC_KEY",
     "ZONE_KEK",
+    "CARACAL_BUNDLE_SIGNING_KEY",
 )
 
 
@@ -108,6 +109,8 @@ class Settings:
     oauth_token_timeout_ms: int = 15_000  # the whole token exchange with a provider
     oauth_token_ca_file: str | None = None  # CAs for token endpoints; certifi's bundle when unset
     oauth_allow_loopback_token_hosts: bool = False  # tests only: refused outside dev mode
+    bundle_signing_key: bytes | None = None  # Ed25519 seed of policy bundles; their routes need it
+    sts_url: str | None = None  # where activation status asks the STS what it loaded
 
     def __repr__(self) -> str:
         """Every field, secrets hidden by name (a field added later is covered without an edit)."""
@@ -175,6 +178,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             "CARACAL_OAUTH_TOKEN_CA_FILE", reader.text("CARACAL_OAUTH_TOKEN_CA_FILE")
         ),
         oauth_allow_loopback_token_hosts=reader.boolean("CARACAL_OAUTH_ALLOW_LOOPBACK_TOKEN_HOSTS", False),
+        bundle_signing_key=reader.parsed("CARACAL_BUNDLE_SIGNING_KEY", parse_zone_kek, None),
+        sts_url=_http_url("STS_URL", reader.text("STS_URL")),
     )
     _check_mode(settings)
     return settings
@@ -242,6 +247,12 @@ def _redis_url(raw: str | None) -> str | None:
     if raw is not None and not re.match(r"^(redis|rediss|unix)://", raw):
         raise SettingsError("REDIS_URL: must start with redis://, rediss:// or unix://")
     return raw
+
+
+def _http_url(name: str, raw: str | None) -> str | None:
+    if raw is not None and not re.match(r"^https?://[^/?#]+", raw):
+        raise SettingsError(f"{name}: must be an http:// or https:// URL")
+    return raw.rstrip("/") if raw is not None else None
 
 
 def _readable_file(name: str, path: str | None) -> str | None:

@@ -102,6 +102,19 @@ def test_bad_value_names_the_variable(name: str, value: str, message: str) -> No
     assert str(raised.value).startswith(message)
 
 
+def test_bundle_signing_key_and_sts_url_are_optional_and_checked() -> None:
+    """CARACAL_BUNDLE_SIGNING_KEY is a 64-hex Ed25519 seed and STS_URL an http(s) URL; both optional."""
+    unset = load_settings(VALID)
+    assert (unset.bundle_signing_key, unset.sts_url) == (None, None)
+    given = load_settings({**VALID, "CARACAL_BUNDLE_SIGNING_KEY": "ef" * 32, "STS_URL": "http://sts:8080/"})
+    assert (given.bundle_signing_key, given.sts_url) == (bytes.fromhex("ef" * 32), "http://sts:8080")
+    with pytest.raises(SettingsError, match="^CARACAL_BUNDLE_SIGNING_KEY: must be 64 hex"):
+        load_settings({**VALID, "CARACAL_BUNDLE_SIGNING_KEY": "ef" * 16})
+    with pytest.raises(SettingsError, match="^STS_URL: must be an http"):
+        load_settings({**VALID, "STS_URL": "sts:8080"})
+    assert "efef" not in repr(given)
+
+
 def test_stable_mode_requires_signing_key_and_kek() -> None:
     """Outside dev mode the stream signing key and the KEK are required."""
     with pytest.raises(SettingsError, match="^STREAMS_HMAC_KEY: required"):
