@@ -44,6 +44,7 @@ def invalid_code_of(table: Table) -> str:
 # package therefore gives the whole schema (the registry and the schema test need all of it).
 from caracal.db.tables import (  # noqa: E402
     admin_tokens,
+    agents,
     applications,
     audit,
     grants,
@@ -59,6 +60,7 @@ __all__ = [
     "TS",
     "Xid8",
     "admin_tokens",
+    "agents",
     "aggregate",
     "applications",
     "audit",

@@ -2,6 +2,7 @@
 
 Created exactly as the original's migrations leave it (Postgres' default constraint and index
 names), so an STS pointed at our database finds the table it expects; created only if missing.
+The page and parent indexes are ours (migration 0005).
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ SESSIONS_SESSION_TYPE_CHECK = "sessions_session_type_check"
 SESSIONS_STATUS_CHECK = "sessions_status_check"
 SESSIONS_SUBJECT_IDX = "sessions_zone_id_subject_id_status_idx"
 SESSIONS_ACTIVE_EXPIRY_IDX = "sessions_expires_at_idx"
+SESSIONS_ZONE_PAGE_IDX = "sessions_zone_page_idx"
+SESSIONS_ZONE_SUBJECT_PAGE_IDX = "sessions_zone_subject_page_idx"
+SESSIONS_PARENT_IDX = "sessions_parent_idx"
 
 sessions = Table(
     "sessions",
@@ -54,3 +58,16 @@ sessions = Table(
 
 Index(SESSIONS_SUBJECT_IDX, sessions.c.zone_id, sessions.c.subject_id, sessions.c.status)
 Index(SESSIONS_ACTIVE_EXPIRY_IDX, sessions.c.expires_at, postgresql_where=text("status = 'active'"))
+
+# ours (0005): the zone's page and a subject's page newest first; descendants of a revoked session
+Index(
+    SESSIONS_ZONE_PAGE_IDX, sessions.c.zone_id, sessions.c.created_at.desc(), sessions.c.id.desc()
+)
+Index(
+    SESSIONS_ZONE_SUBJECT_PAGE_IDX,
+    sessions.c.zone_id,
+    sessions.c.subject_id,
+    sessions.c.created_at.desc(),
+    sessions.c.id.desc(),
+)
+Index(SESSIONS_PARENT_IDX, sessions.c.parent_id, postgresql_where=sessions.c.parent_id.is_not(None))
