@@ -25,6 +25,7 @@ COMMANDS = (*SERVICES, "migrate", "up")
 GENERATED_SECRETS = (
     "CARACAL_KEK",
     "STREAMS_HMAC_KEY",
+    "AUDIT_HMAC_KEY",
     "CARACAL_ADMIN_TOKEN",
     "ZONE_KEK",
     "CARACAL_BUNDLE_SIGNING_KEY",
@@ -91,6 +92,7 @@ def _secrets_file(data_dir: Path) -> tuple[dict[str, str], set[str]]:
     fresh = {
         "CARACAL_KEK": f"local1:{secrets.token_hex(32)}",
         "STREAMS_HMAC_KEY": secrets.token_hex(32),
+        "AUDIT_HMAC_KEY": secrets.token_hex(32),
         "CARACAL_ADMIN_TOKEN": "cat_" + secrets.token_urlsafe(32),
         "ZONE_KEK": secrets.token_hex(32),
         "CARACAL_BUNDLE_SIGNING_KEY": secrets.token_hex(32),

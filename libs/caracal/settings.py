@@ -29,6 +29,7 @@ _SECRET_VARS = (
     "STREAMS_HMAC_KEY",
     "ZONE_KEK",
     "CARACAL_BUNDLE_SIGNING_KEY",
+    "AUDIT_HMAC_KEY",
 )
 
 
@@ -89,6 +90,7 @@ class Settings:
     shutdown_timeout_ms: int = 15000
     kek: KeyRing = field(default_factory=KeyRing)
     streams_hmac_key: bytes | None = None
+    audit_hmac_key: bytes | None = None  # the admin audit chain's key; without it nothing is sealed
     zone_kek: bytes | None = None  # optional until providers hold secrets; caracal.sealing says so
     mode: str = "stable"
     log_level: str = "info"
@@ -156,6 +158,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         shutdown_timeout_ms=reader.integer("CARACAL_SHUTDOWN_TIMEOUT_MS", 15000, 0, 3_600_000),
         kek=reader.parsed("CARACAL_KEK", parse_kek, KeyRing()),
         streams_hmac_key=reader.parsed("STREAMS_HMAC_KEY", parse_hmac_key, None),
+        audit_hmac_key=reader.parsed("AUDIT_HMAC_KEY", parse_hmac_key, None),
         zone_kek=reader.parsed("ZONE_KEK", parse_zone_kek, None),
         mode=reader.choice("CARACAL_MODE", "stable", MODES),
         log_level=reader.choice("LOG_LEVEL", "info", LOG_LEVELS),

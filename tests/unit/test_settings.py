@@ -115,6 +115,17 @@ def test_bundle_signing_key_and_sts_url_are_optional_and_checked() -> None:
     assert "efef" not in repr(given)
 
 
+def test_audit_hmac_key_is_optional_hex_and_may_come_from_a_file(tmp_path: Path) -> None:
+    """AUDIT_HMAC_KEY: hex of at least 32 bytes, also as AUDIT_HMAC_KEY_FILE; unset means no chain."""
+    assert load_settings(VALID).audit_hmac_key is None
+    assert load_settings({**VALID, "AUDIT_HMAC_KEY": "ab" * 32}).audit_hmac_key == bytes.fromhex("ab" * 32)
+    with pytest.raises(SettingsError, match="^AUDIT_HMAC_KEY: must decode to at least 32 bytes"):
+        load_settings({**VALID, "AUDIT_HMAC_KEY": "ab" * 16})
+    path = tmp_path / "audit.key"
+    path.write_text("cd" * 32 + "\n")
+    assert load_settings({**VALID, "AUDIT_HMAC_KEY_FILE": str(path)}).audit_hmac_key == bytes.fromhex("cd" * 32)
+
+
 def test_stable_mode_requires_signing_key_and_kek() -> None:
     """Outside dev mode the stream signing key and the KEK are required."""
     with pytest.raises(SettingsError, match="^STREAMS_HMAC_KEY: required"):
