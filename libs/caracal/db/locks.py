@@ -27,9 +27,11 @@ FIXED_KEYS = {
 STREAM_LEASE_PREFIX = "caracal.outbox:"  # dispatcher: one publisher per stream (session lock)
 ZONE_SLUG_PREFIX = "zones.slug:"  # zone creation: creators of one base slug take turns
 PROVIDER_IDENTIFIER_PREFIX = "providers.identifier:"  # provider creation, per zone and base identifier
+POLICY_ACTIVATION_PREFIX = "policy_sets.activation:"  # a zone's activations and active-set deletes
 
 DERIVED_PREFIXES = {
     "STREAM_LEASE_PREFIX": STREAM_LEASE_PREFIX,
     "ZONE_SLUG_PREFIX": ZONE_SLUG_PREFIX,
     "PROVIDER_IDENTIFIER_PREFIX": PROVIDER_IDENTIFIER_PREFIX,
+    "POLICY_ACTIVATION_PREFIX": POLICY_ACTIVATION_PREFIX,
 }
