@@ -6,6 +6,8 @@ parameters has a maker in OBJECT_MAKERS. To extend it with a new aggregate, add 
     OBJECT_MAKERS["application_id"] = make_application   # async (client, admin, zone_id) -> id
 
 The maker creates one object of that kind in the given zone through the API and returns its id.
+Objects only other services create (the STS's step-up challenges, the ingester's audit rows) have a
+ROW_MAKERS entry instead: async (engine, zone_id) -> id, writing the rows as that service would.
 A route whose path parameter has no maker fails `test_every_zone_scoped_path_parameter_has_a_maker`.
 """
 
@@ -33,6 +35,7 @@ from tests.integration.api_helpers import (
     make_zone,
     settle,
 )
+from tests.integration.people_rows import make_challenge, make_invitation, make_request_events, make_team
 
 ObjectMaker = Callable[[httpx.AsyncClient, dict[str, str], str], Awaitable[str]]
 # Path parameter -> how to create one object of that kind in a zone (zone_id is the zone itself).
@@ -41,12 +44,21 @@ OBJECT_MAKERS["application_id"] = make_application
 OBJECT_MAKERS["provider_id"] = make_provider
 OBJECT_MAKERS["resource_id"] = make_resource
 OBJECT_MAKERS["grant_id"] = make_grant
+OBJECT_MAKERS["team_id"] = make_team
+OBJECT_MAKERS["invitation_id"] = make_invitation
+RowMaker = Callable[[AsyncEngine, str], Awaitable[str]]
+# Path parameter -> how to write one such object of another service into a zone's rows.
+ROW_MAKERS: dict[str, RowMaker] = {}
+ROW_MAKERS["challenge_id"] = make_challenge
+ROW_MAKERS["request_id"] = make_request_events
 ZONE_PREFIX = "/v1/zones/{zone_id}"
 # (method, path) -> a body passing the route's own checks, where `{}` would not: the contract answers a
 # PATCH without fields 400 no_fields before looking the object up, so `{}` would hide the 404.
 REQUEST_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PATCH", ZONE_PREFIX + "/applications/{application_id}"): {"name": "renamed"},
     ("PATCH", ZONE_PREFIX + "/providers/{provider_id}"): {"name": "renamed"},
+    ("PATCH", ZONE_PREFIX + "/teams/{team_id}"): {"name": "renamed"},
+    ("POST", ZONE_PREFIX + "/step-up-challenges/{challenge_id}/satisfy"): {"approver_subject_id": "approver"},
 }
 # Tables a refused request may legitimately write: its audit row and the token's last use.
 REQUEST_BOOKKEEPING = ("admin_audit_events", "admin_tokens")
@@ -91,16 +103,21 @@ class ZoneWorld:
     their_token: dict[str, str]
 
 
-async def populated_zone(client: httpx.AsyncClient, admin: dict[str, str], name: str) -> dict[str, str]:
+async def populated_zone(
+    client: httpx.AsyncClient, admin: dict[str, str], engine: AsyncEngine, name: str
+) -> dict[str, str]:
     zone_id = (await make_zone(client, admin, name=name))["id"]
     objects = {"zone_id": zone_id}
     for param, make in OBJECT_MAKERS.items():
         objects[param] = await make(client, admin, zone_id)
+    for param, write in ROW_MAKERS.items():
+        objects[param] = await write(engine, zone_id)
     return objects
 
 
-async def zone_world(client: httpx.AsyncClient, admin: dict[str, str]) -> ZoneWorld:
-    mine, theirs = await populated_zone(client, admin, "Mine"), await populated_zone(client, admin, "Theirs")
+async def zone_world(client: httpx.AsyncClient, admin: dict[str, str], engine: AsyncEngine) -> ZoneWorld:
+    mine = await populated_zone(client, admin, engine, "Mine")
+    theirs = await populated_zone(client, admin, engine, "Theirs")
     tokens = [
         bearer((await make_token(client, admin, scope="zone", zone_id=zone["zone_id"]))["token"])
         for zone in (mine, theirs)
@@ -158,7 +175,7 @@ async def test_every_zone_scoped_path_parameter_has_a_maker(resources: Resources
         (route.method, route.path, param)
         for route in app_routes(resources)
         for param in route.params
-        if param != "zone_id" and param not in OBJECT_MAKERS
+        if param != "zone_id" and param not in OBJECT_MAKERS and param not in ROW_MAKERS
     }
     assert not missing, f"add these path parameters to OBJECT_MAKERS: {sorted(missing)}"
 
@@ -167,7 +184,7 @@ async def test_another_zones_token_gets_403_on_every_zone_scoped_route(
     client: httpx.AsyncClient, admin: dict[str, str], engine: AsyncEngine, resources: Resources
 ) -> None:
     """Each zone-scoped route answers 403 admin_token_zone_mismatch to another zone's token; no change."""
-    world = await zone_world(client, admin)
+    world = await zone_world(client, admin, engine)
     before = await state_of(engine)
     for route in app_routes(resources):
         response = await request(client, route, route.url(world.mine), world.their_token)
@@ -181,7 +198,7 @@ async def test_own_zone_paths_holding_another_zones_object_get_404(
     client: httpx.AsyncClient, admin: dict[str, str], engine: AsyncEngine, resources: Resources
 ) -> None:
     """In its own zone's path, another zone's object id is 404 (zone or global token); nothing changes."""
-    world = await zone_world(client, admin)
+    world = await zone_world(client, admin, engine)
     checked = 0
     before = await state_of(engine)
     for route in app_routes(resources):
@@ -200,7 +217,7 @@ async def test_zone_scoped_lists_never_show_another_zones_rows(
     client: httpx.AsyncClient, admin: dict[str, str], resources: Resources
 ) -> None:
     """Every zone-scoped GET that answers a list holds only its zone's rows, for zone and global tokens."""
-    world = await zone_world(client, admin)
+    world = await zone_world(client, admin, resources.engine)
     foreign = set(world.theirs.values())
     reads = 0
     for route in (r for r in app_routes(resources) if r.method == "GET"):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 from sqlalchemy import bindparam, func, literal_column, text, update
@@ -21,7 +21,7 @@ from caracal.domain.changes import entity_changed
 from caracal.domain.context import Caller
 from caracal.domain.providers import require_live_provider
 from caracal.domain.resources import require_live_resource
-from caracal.domain.wire import LenientBody, Name, Resource, Scopes, Timestamp
+from caracal.domain.wire import LenientBody, Name, Resource, Scopes, Timestamp, UtcTimestamp, utc_datetime
 from caracal.domain.zones import require_live_zone
 from caracal.errors import Forbidden, InvalidInput, NotFound, Unavailable
 from caracal.ids import new_id
@@ -29,8 +29,6 @@ from caracal.sealing import seal_token
 from caracal.timefmt import iso_ms
 
 GRANTABLE_KIND = "oauth2_authorization_code"
-# ISO-8601 in UTC with a Z, as the contract's bodies write datetimes (CONTRACT.md §7.2)
-UtcTimestamp = Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")]
 
 
 class ProviderGrantCreate(LenientBody):
@@ -125,12 +123,6 @@ _REVOKE = (
     .values(status="revoked", access_token_ct=None, refresh_token_ct=None, updated_at=func.now())
     .returning(*_COLUMNS)
 )
-
-
-def utc_datetime(value: str) -> dt.datetime:
-    """A body's `…Z` timestamp; fractions beyond microseconds are cut (Python keeps six digits)."""
-    head, dot, fraction = value[:-1].partition(".")
-    return dt.datetime.fromisoformat(f"{head}.{fraction[:6]}" if dot else head).replace(tzinfo=dt.UTC)
 
 
 def provider_grant_wire(row: Any) -> ProviderGrant:

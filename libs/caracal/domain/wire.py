@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated
 
 import msgspec
@@ -13,6 +14,15 @@ Text = Annotated[str, msgspec.Meta(pattern=NO_NUL)]
 Name = Annotated[str, msgspec.Meta(min_length=1, pattern=NO_NUL)]
 # Milliseconds and a Z, as the contract writes every timestamp (caracal.timefmt.iso_ms).
 Timestamp = str
+# ISO-8601 in UTC with a Z, as the contract's bodies and queries write datetimes (CONTRACT.md §7.2)
+UtcTimestamp = Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")]
+
+
+def utc_datetime(value: str) -> dt.datetime:
+    """A `UtcTimestamp`; fractions beyond microseconds are cut (Python keeps six digits). An impossible
+    date (02-30) raises ValueError."""
+    head, dot, fraction = value[:-1].partition(".")
+    return dt.datetime.fromisoformat(f"{head}.{fraction[:6]}" if dot else head).replace(tzinfo=dt.UTC)
 
 
 class Body(msgspec.Struct, forbid_unknown_fields=True):

@@ -28,12 +28,17 @@ from caracal_api.resources import Resources
 from caracal_api.routes.admin_tokens import AdminTokenController, local_bootstrap
 from caracal_api.routes.applications import ApplicationController
 from caracal_api.routes.common import invalid_request
+from caracal_api.routes.decision_audit import DecisionAuditController
 from caracal_api.routes.grants import GrantController
 from caracal_api.routes.health import health, metrics, ready
+from caracal_api.routes.invitations import InvitationController
 from caracal_api.routes.outbox import OutboxController
+from caracal_api.routes.policy_sets import PolicySetController, bundle_public_key
 from caracal_api.routes.provider_grants import ProviderGrantController
 from caracal_api.routes.providers import ProviderController
 from caracal_api.routes.resources import ResourceController
+from caracal_api.routes.step_up import StepUpChallengeController
+from caracal_api.routes.teams import TeamController
 from caracal_api.routes.zones import ZoneController
 
 
@@ -80,6 +85,12 @@ def create_app(
             ProviderGrantController,
             AdminTokenController,
             OutboxController,
+            PolicySetController,
+            bundle_public_key,
+            StepUpChallengeController,
+            TeamController,
+            InvitationController,
+            DecisionAuditController,
             local_bootstrap,
         ],
         before_request=before_v1,

@@ -1,0 +1,85 @@
+"""/v1/zones/{zone_id}/teams (CONTRACT.md §4.11): lenient bodies checked with the throwing format."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar.di import Provide
+from litestar.params import FromPath, JSONBody
+
+from caracal.domain import teams
+from caracal.domain.teams import Team, TeamCreate, TeamUpdate
+from caracal_api.openapi import problems
+from caracal_api.resources import ResourcesDep, provide_resources
+from caracal_api.routes.common import LINK, PAGE, PageDep, caller_of, listed
+
+# teams POST and PATCH validate with the original's throwing parse: `invalid_body` with details.issues
+BODY = {"body_error": "invalid_body"}
+
+
+class TeamController(Controller):
+    path = "/v1/zones/{zone_id:str}/teams"
+    tags = ["teams"]
+    dependencies = {"res": Provide(provide_resources, sync_to_thread=False)}
+
+    @get(
+        "/",
+        dependencies=PAGE,
+        response_headers=[LINK],
+        summary="List a zone's teams (newest first; Link header for the next page)",
+    )
+    async def list_teams(
+        self, request: Request[Any, Any, Any], zone_id: FromPath[str], res: ResourcesDep, page: PageDep
+    ) -> Response[list[Team]]:
+        return await listed(
+            request, res.engine, page, lambda conn, page: teams.list_teams(conn, zone_id, page)
+        )
+
+    @post(
+        "/",
+        opt=BODY,
+        responses=problems(404, 409),
+        summary="Create a team (members default to []); a name taken in the zone is 409",
+    )
+    async def create_team(
+        self,
+        request: Request[Any, Any, Any],
+        zone_id: FromPath[str],
+        res: ResourcesDep,
+        data: JSONBody[TeamCreate],
+    ) -> Team:
+        async with res.writing(request) as conn:
+            return await teams.create_team(conn, zone_id, data, caller_of(request))
+
+    @get("/{team_id:str}", summary="Get a team")
+    async def get_team(self, zone_id: FromPath[str], team_id: FromPath[str], res: ResourcesDep) -> Team:
+        return await res.read(lambda conn: teams.get_team(conn, zone_id, team_id))
+
+    @patch(
+        "/{team_id:str}",
+        opt=BODY,
+        responses=problems(409),
+        summary="Update a team's name or members (members replace the list)",
+    )
+    async def update_team(
+        self,
+        request: Request[Any, Any, Any],
+        zone_id: FromPath[str],
+        team_id: FromPath[str],
+        res: ResourcesDep,
+        data: JSONBody[TeamUpdate],
+    ) -> Team:
+        async with res.writing(request) as conn:
+            return await teams.update_team(conn, zone_id, team_id, data, caller_of(request))
+
+    @delete("/{team_id:str}", summary="Delete a team (hard delete)")
+    async def delete_team(
+        self,
+        request: Request[Any, Any, Any],
+        zone_id: FromPath[str],
+        team_id: FromPath[str],
+        res: ResourcesDep,
+    ) -> None:
+        async with res.writing(request) as conn:
+            await teams.delete_team(conn, zone_id, team_id, caller_of(request))
