@@ -136,6 +136,11 @@ def translate_db_error(exc: BaseException) -> BaseException:
     return refused if refused is not None else exc
 
 
+def sqlstate_of(exc: BaseException) -> str | None:
+    """The SQLSTATE of a driver failure (under SQLAlchemy's wrapper or bare), when it carries one."""
+    return _sqlstate(exc)
+
+
 def unique_violation_constraint(exc: BaseException) -> str | None:
     """Name of the unique constraint a failed statement violated, if that is why it failed."""
     if _sqlstate(exc) != UNIQUE_VIOLATION:

@@ -22,8 +22,9 @@ from caracal.domain.applications import (
 )
 from caracal.domain.changes import entity_changed
 from caracal.domain.context import Caller
+from caracal.domain.dcr_shutdown import live_dcr_applications
 from caracal.domain.wire import Body, LenientBody, Name, Resource, Text
-from caracal.domain.zones import live_dcr_applications, require_live_zone
+from caracal.domain.zones import require_live_zone
 from caracal.errors import Forbidden, InvalidInput, RateLimited
 from caracal.ids import new_id
 

@@ -16,16 +16,13 @@ from caracal.db.engine import after_commit, unique_violation_constraint
 from caracal.db.locks import ZONE_SLUG_PREFIX
 from caracal.db.paging import Listing, Page, PagedQuery, listing
 from caracal.db.query import Query
-from caracal.db.tables.applications import applications
 from caracal.db.tables.zones import ZONES_SLUG_KEY, zones
-from caracal.domain.audit import record_audit
 from caracal.domain.changes import entity_changed
 from caracal.domain.context import Caller
+from caracal.domain.dcr_shutdown import live_dcr_applications, shut_down_dcr
 from caracal.domain.wire import Body, Name, Resource, Timestamp
 from caracal.errors import Conflict, InvalidInput, NotFound
-from caracal.events import CHANGES
 from caracal.ids import new_id
-from caracal.outbox import change_payload, record_events
 from caracal.settings import KeyRing
 from caracal.timefmt import iso_ms
 
@@ -74,16 +71,6 @@ _ARCHIVE = (
     .returning(zones.c.id)
 )
 _SLUG_LOCK = text("SELECT pg_advisory_xact_lock(hashtext(:key))")
-_LIVE_DCR = (
-    applications.c.zone_id == bindparam("zone"),
-    applications.c.registration_method == "dcr",
-    applications.c.archived_at.is_(None),
-    applications.c.expires_at > func.now(),
-)
-_LIVE_DCR_COUNT = select(func.count()).select_from(applications).where(*_LIVE_DCR)
-_ARCHIVE_LIVE_DCR = (
-    update(applications).where(*_LIVE_DCR).values(archived_at=func.now()).returning(applications.c.id)
-)
 
 
 class Zone(Resource):
@@ -142,11 +129,6 @@ async def require_live_zone(conn: AsyncConnection, zone_id: str, *, lock: bool =
     if row is None:
         raise NotFound("zone_not_found", f"zone {zone_id} does not exist")
     return row
-
-
-async def live_dcr_applications(conn: AsyncConnection, zone_id: str) -> int:
-    """DCR applications of the zone that are neither archived nor expired (the live-DCR index)."""
-    return int((await conn.execute(_LIVE_DCR_COUNT, {"zone": zone_id})).scalar_one())
 
 
 async def dcr_status(conn: AsyncConnection, zone_id: str) -> ZoneDcrStatus:
@@ -210,7 +192,7 @@ async def update_zone(conn: AsyncConnection, zone_id: str, data: ZoneUpdate, cal
         raise InvalidInput("no_fields", "nothing to update")
     zone = await require_live_zone(conn, zone_id, lock=True)
     if data.dcr_enabled is False and (zone.dcr_enabled or shutdown is not None):
-        await _shut_down_dcr(conn, zone_id, shutdown, caller)
+        await shut_down_dcr(conn, zone_id, shutdown, caller)
     try:  # a taken slug fails the statement and so the transaction: no savepoint to keep
         row = (
             await conn.execute(
@@ -224,46 +206,6 @@ async def update_zone(conn: AsyncConnection, zone_id: str, data: ZoneUpdate, cal
         raise _slug_conflict(exc, str(changes.get("slug"))) from exc
     await entity_changed(conn, "zone.updated", zone_id, zone_id, caller)
     return zone_wire(row)
-
-
-async def _shut_down_dcr(conn: AsyncConnection, zone_id: str, mode: str | None, caller: Caller) -> None:
-    """Disable registration; live DCR applications need an explicit keep_live or revoke_live."""
-    live = await live_dcr_applications(conn, zone_id)
-    if live and mode is None:
-        raise Conflict(
-            "dcr_shutdown_required", "the zone has live DCR applications", live_dcr_applications=live
-        )
-    effective = "no_live" if live == 0 else mode or "keep_live"
-    revoked = await _archive_live_dcr(conn, zone_id, caller) if live and mode == "revoke_live" else 0
-    await record_audit(
-        conn,
-        caller,
-        action=f"DCR shutdown {effective}",
-        zone_id=zone_id,
-        entity_type="zones",
-        entity_id=zone_id,
-        payload={
-            "dcr_registration_disabled": True,
-            "dcr_shutdown_mode": effective,
-            "live_dcr_applications": live,
-            "revoked_applications": revoked,
-            # their sessions, agents and delegations are revoked by the sessions issue; none here yet
-            "revoked_sessions": 0,
-            "terminated_agents": 0,
-            "revoked_delegations": 0,
-        },
-    )
-
-
-async def _archive_live_dcr(conn: AsyncConnection, zone_id: str, caller: Caller) -> int:
-    """revoke_live: the zone's live DCR applications are archived, with one change event each."""
-    archived = (await conn.execute(_ARCHIVE_LIVE_DCR, {"zone": zone_id})).scalars().all()
-    changes = [
-        change_payload("application.deleted", entity_type="application", entity_id=app_id, zone_id=zone_id)
-        for app_id in archived
-    ]
-    await record_events(conn, CHANGES, changes, request_id=caller.request_id)
-    return len(archived)
 
 
 async def delete_zone(conn: AsyncConnection, zone_id: str, caller: Caller) -> None:
