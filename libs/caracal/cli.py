@@ -21,7 +21,7 @@ from pathlib import Path
 from caracal.settings import Settings, SettingsError, load_settings
 
 SERVICES = {"api": "caracal_api", "dispatcher": "caracal_dispatcher", "reaper": "caracal_reaper"}
-COMMANDS = (*SERVICES, "migrate", "up")
+COMMANDS = (*SERVICES, "migrate", "up", "audit")
 GENERATED_SECRETS = (
     "CARACAL_KEK",
     "STREAMS_HMAC_KEY",
@@ -42,12 +42,21 @@ def say(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="caracal", description="Caracal control plane")
     parser.add_argument("command", choices=COMMANDS)
+    parser.add_argument(
+        "subcommand", nargs="?", choices=("verify",), help="audit: verify the admin audit chain"
+    )
     args = parser.parse_args(argv)
+    if (args.command == "audit") != (args.subcommand is not None):
+        parser.error("`caracal audit verify` is the only command with a subcommand")
     if args.command in SERVICES:
         module = SERVICES[args.command]
         os.execv(sys.executable, [sys.executable, "-m", module])  # noqa: S606 - replaces this process
     if args.command == "migrate":
         return _migrate()
+    if args.command == "audit":
+        from caracal.audit_verify import verify_main  # noqa: PLC0415 - keeps service start-up light
+
+        return verify_main()
     return run_up()
 
 

@@ -13,6 +13,7 @@ BOOTSTRAP_LOCK_KEY = 7163920485318410  # transaction lock: admin-token bootstrap
 DCR_GC_LOCK_KEY = 7163920485318472  # the original's DCR client collector (CONTRACT.md §6)
 SESSION_REAPER_LOCK_KEY = 7163920485318481  # the original's sessions reaper (CONTRACT.md §6)
 OUTBOX_PRUNE_LOCK_KEY = 7163920485318490  # reaper: outbox retention
+AUDIT_SEAL_LOCK_KEY = 7163920485318495  # reaper: the one admin audit chain sealer
 
 FIXED_KEYS = {
     "MIGRATION_LOCK_KEY": MIGRATION_LOCK_KEY,
@@ -20,6 +21,7 @@ FIXED_KEYS = {
     "DCR_GC_LOCK_KEY": DCR_GC_LOCK_KEY,
     "SESSION_REAPER_LOCK_KEY": SESSION_REAPER_LOCK_KEY,
     "OUTBOX_PRUNE_LOCK_KEY": OUTBOX_PRUNE_LOCK_KEY,
+    "AUDIT_SEAL_LOCK_KEY": AUDIT_SEAL_LOCK_KEY,
 }
 
 # Derived keys: `hashtextextended(prefix || name, 0)` (64-bit) or `hashtext(prefix || name)`

@@ -27,6 +27,8 @@ async def run(settings: Settings) -> None:
     redis = Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
     reaper = Reaper(settings, engine, redis, JOBS, stopping=lambda: stop.is_set)
     log.info("reaper: %s every %.1f s", ", ".join(j.name for j in JOBS), reaper.interval)
+    if settings.audit_hmac_key is None:
+        log.warning("AUDIT_HMAC_KEY is not set: admin audit rows are written but not sealed into the chain")
     try:
         if not await wait_for_schema(engine, lambda: stop.is_set):
             return

@@ -27,12 +27,14 @@ class Job:
     """One kind of clean-up. `batch` runs in a transaction of its own and must stay small (a few
     hundred rows); the reaper repeats it while work remains, until `budget_s` is spent, and then
     starts the job again at once rather than after a full interval. `lock_key` (caracal.db.locks)
-    keeps two reapers from running the job at the same time."""
+    keeps two reapers from running the job at the same time. `interval_s` overrides
+    CARACAL_REAPER_INTERVAL_MS for a job that must run more often (the audit sealer)."""
 
     name: str
     lock_key: int
     budget_s: float
     batch: Batch
+    interval_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,11 @@
-"""The reaper's jobs (outbox retention now; session expiry and DCR clean-up as they land)."""
+"""The reaper's jobs (outbox retention, the audit sealer; session expiry and DCR clean-up as they land)."""
 
 from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from caracal.db.locks import OUTBOX_PRUNE_LOCK_KEY
+from caracal.audit_chain import seal_batch
+from caracal.db.locks import AUDIT_SEAL_LOCK_KEY, OUTBOX_PRUNE_LOCK_KEY
 from caracal.outbox import prune_delivered
 from caracal.settings import Settings
 from caracal_reaper.job import Job, Outcome
@@ -20,4 +21,16 @@ async def prune_outbox_batch(conn: AsyncConnection, settings: Settings) -> Outco
 
 OUTBOX_PRUNE = Job("outbox-prune", OUTBOX_PRUNE_LOCK_KEY, budget_s=5.0, batch=prune_outbox_batch)
 
-JOBS = (OUTBOX_PRUNE,)
+
+async def seal_audit_batch(conn: AsyncConnection, settings: Settings) -> Outcome:
+    """Chain the next committed admin audit rows (docs/audit-chain.md); nothing without AUDIT_HMAC_KEY."""
+    if settings.audit_hmac_key is None:
+        return Outcome(more=False)
+    report = await seal_batch(conn, settings.audit_hmac_key)
+    return Outcome(more=report.more, changed=report.sealed)
+
+
+# every second, so a row stays unsealed for about that long; a backlog is sealed batch after batch
+AUDIT_SEAL = Job("audit-seal", AUDIT_SEAL_LOCK_KEY, budget_s=2.0, batch=seal_audit_batch, interval_s=1.0)
+
+JOBS = (OUTBOX_PRUNE, AUDIT_SEAL)

@@ -45,7 +45,7 @@ class Reaper:
         for job in self.jobs:
             if self.due[job.name] <= time.monotonic() and not self.stopping():
                 more = await self._run_logged(job)
-                self.due[job.name] = time.monotonic() + (0.0 if more else self.interval)
+                self.due[job.name] = time.monotonic() + (0.0 if more else job.interval_s or self.interval)
         return max(0.0, min(self.due.values(), default=time.monotonic()) - time.monotonic())
 
     async def _run_logged(self, job: Job) -> bool:
