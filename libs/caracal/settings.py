@@ -113,6 +113,10 @@ class Settings:
     oauth_allow_loopback_token_hosts: bool = False  # tests only: refused outside dev mode
     bundle_signing_key: bytes | None = None  # Ed25519 seed of policy bundles; their routes need it
     sts_url: str | None = None  # where activation status asks the STS what it loaded
+    rego_workers: int = 2  # Rego worker processes per API process (started on first use)
+    rego_timeout_ms: int = 2000  # per parse or evaluation; the worker is killed past it
+    rego_max_pending: int = 64  # Rego calls waiting or running per API process; then 503
+    policy_max_bytes: int = 262_144  # larger policy content is 422 invalid_rego policy_too_large
 
     def __repr__(self) -> str:
         """Every field, secrets hidden by name (a field added later is covered without an edit)."""
@@ -183,6 +187,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         oauth_allow_loopback_token_hosts=reader.boolean("CARACAL_OAUTH_ALLOW_LOOPBACK_TOKEN_HOSTS", False),
         bundle_signing_key=reader.parsed("CARACAL_BUNDLE_SIGNING_KEY", parse_zone_kek, None),
         sts_url=_http_url("STS_URL", reader.text("STS_URL")),
+        rego_workers=reader.integer("CARACAL_REGO_WORKERS", 2, 1, 64),
+        rego_timeout_ms=reader.integer("CARACAL_REGO_TIMEOUT_MS", 2000, 10, 600_000),
+        rego_max_pending=reader.integer("CARACAL_REGO_MAX_PENDING", 64, 1, 100_000),
+        policy_max_bytes=reader.integer("CARACAL_POLICY_MAX_BYTES", 262_144, 1024, 1_048_576),
     )
     _check_mode(settings)
     return settings

@@ -218,3 +218,25 @@ def test_repr_of_settings_keeps_what_an_operator_needs() -> None:
     assert "KeyRing(ids=['k1'])" in shown
     assert "admin_token='***'" in shown
     assert "port=3000" in shown
+
+
+def test_rego_engine_settings_are_read_and_bounded() -> None:
+    """CARACAL_REGO_WORKERS, _TIMEOUT_MS, _MAX_PENDING and CARACAL_POLICY_MAX_BYTES, with their bounds."""
+    default = load_settings(VALID)
+    assert (default.rego_workers, default.rego_timeout_ms, default.rego_max_pending) == (2, 2000, 64)
+    assert default.policy_max_bytes == 262_144
+    changed = load_settings(
+        {
+            **VALID,
+            "CARACAL_REGO_WORKERS": "1",
+            "CARACAL_REGO_TIMEOUT_MS": "500",
+            "CARACAL_REGO_MAX_PENDING": "4",
+            "CARACAL_POLICY_MAX_BYTES": "4096",
+        }
+    )
+    assert (changed.rego_workers, changed.rego_timeout_ms, changed.rego_max_pending) == (1, 500, 4)
+    assert changed.policy_max_bytes == 4096
+    with pytest.raises(SettingsError, match="^CARACAL_REGO_WORKERS: must be between"):
+        load_settings({**VALID, "CARACAL_REGO_WORKERS": "0"})
+    with pytest.raises(SettingsError, match="^CARACAL_POLICY_MAX_BYTES: must be between"):
+        load_settings({**VALID, "CARACAL_POLICY_MAX_BYTES": "2000000"})

@@ -14,6 +14,7 @@ from litestar.di import NamedDependency
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from caracal import rego
 from caracal.db.engine import AFTER_COMMIT, read_retried, transaction
 from caracal.domain.audit import insert_audit_rows
 from caracal.outbox import send_wake_hint
@@ -73,6 +74,12 @@ class Resources:
         self.tokens = TokenCache(self.engine, self.settings.auth_cache_ttl_ms / 1000)
         self.audit = AuditQueue(self.engine)
         self.wake = WakeHint(self.limits)
+        rego.configure(  # this process's Rego workers, started on first use
+            workers=self.settings.rego_workers,
+            timeout_ms=self.settings.rego_timeout_ms,
+            max_pending=self.settings.rego_max_pending,
+            max_bytes=self.settings.policy_max_bytes,
+        )
 
     def start(self) -> None:
         """Background work of this worker (idempotent: the first request starts it if lifespan did not)."""
@@ -100,6 +107,7 @@ class Resources:
                 if not task.cancelled() and task.exception() is not None:
                     log.warning("background task %s failed", task.get_name(), exc_info=task.exception())
         await self.limits.redis.aclose()
+        rego.shutdown()
 
     async def settled(self) -> None:
         """Until the work started after responses so far is done (tests wait on this)."""
