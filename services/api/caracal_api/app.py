@@ -25,6 +25,7 @@ from caracal_api.metrics import HttpMetrics
 from caracal_api.middleware import RequestContext
 from caracal_api.openapi import OPENAPI_PLUGINS, mark_optional_bodies
 from caracal_api.resources import Resources
+from caracal_api.routes.admin_audit import AdminAuditController, ZoneAdminAuditController
 from caracal_api.routes.admin_tokens import AdminTokenController, local_bootstrap
 from caracal_api.routes.applications import ApplicationController
 from caracal_api.routes.common import invalid_request
@@ -85,6 +86,8 @@ def create_app(
             ProviderGrantController,
             AdminTokenController,
             OutboxController,
+            ZoneAdminAuditController,
+            AdminAuditController,
             PolicySetController,
             bundle_public_key,
             StepUpChallengeController,
