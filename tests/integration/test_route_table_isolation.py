@@ -36,6 +36,7 @@ from tests.integration.api_helpers import (
     settle,
 )
 from tests.integration.people_rows import make_challenge, make_invitation, make_request_events, make_team
+from tests.integration.session_rows import make_session
 
 ObjectMaker = Callable[[httpx.AsyncClient, dict[str, str], str], Awaitable[str]]
 # Path parameter -> how to create one object of that kind in a zone (zone_id is the zone itself).
@@ -50,6 +51,7 @@ RowMaker = Callable[[AsyncEngine, str], Awaitable[str]]
 # Path parameter -> how to write one such object of another service into a zone's rows.
 ROW_MAKERS: dict[str, RowMaker] = {}
 ROW_MAKERS["challenge_id"] = make_challenge
+ROW_MAKERS["session_id"] = make_session
 ROW_MAKERS["request_id"] = make_request_events
 ZONE_PREFIX = "/v1/zones/{zone_id}"
 # (method, path) -> a body passing the route's own checks, where `{}` would not: the contract answers a

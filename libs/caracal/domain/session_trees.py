@@ -39,7 +39,7 @@ def _revoke_trees(roots: ColumnElement[bool]) -> Update:
 
 
 _ONE_TREE = _revoke_trees(sessions.c.id == bindparam("session_id"))
-_SUBJECT_TREES = _revoke_trees(_ACTIVE & (sessions.c.subject_id == bindparam("subject_id")))
+_SUBJECT_TREES = _revoke_trees(_ACTIVE & (sessions.c.subject_id == bindparam("of_subject")))
 _APPLICATION_TREES = _revoke_trees(
     _ACTIVE
     & (sessions.c.session_type == "application")
@@ -95,7 +95,7 @@ async def revoke_subject_trees(
     conn: AsyncConnection, zone_id: str, subject_id: str, *, reason: str, request_id: str | None
 ) -> int:
     """Every active session of the subject in the zone and their active descendants."""
-    params = {"in_zone": zone_id, "subject_id": subject_id}
+    params = {"in_zone": zone_id, "of_subject": subject_id}
     return await _revoke(conn, _SUBJECT_TREES, params, reason, request_id)
 
 

@@ -38,6 +38,7 @@ from caracal_api.routes.policy_sets import PolicySetController, bundle_public_ke
 from caracal_api.routes.provider_grants import ProviderGrantController
 from caracal_api.routes.providers import ProviderController
 from caracal_api.routes.resources import ResourceController
+from caracal_api.routes.sessions import SessionController
 from caracal_api.routes.step_up import StepUpChallengeController
 from caracal_api.routes.teams import TeamController
 from caracal_api.routes.zones import ZoneController
@@ -94,6 +95,7 @@ def create_app(
             TeamController,
             InvitationController,
             DecisionAuditController,
+            SessionController,
             local_bootstrap,
         ],
         before_request=before_v1,
