@@ -30,10 +30,12 @@ STREAM_LEASE_PREFIX = "caracal.outbox:"  # dispatcher: one publisher per stream 
 ZONE_SLUG_PREFIX = "zones.slug:"  # zone creation: creators of one base slug take turns
 PROVIDER_IDENTIFIER_PREFIX = "providers.identifier:"  # provider creation, per zone and base identifier
 POLICY_ACTIVATION_PREFIX = "policy_sets.activation:"  # a zone's activations and active-set deletes
+POLICY_VERSION_PREFIX = "policies.version:"  # one policy's version writers take turns (max+1)
 
 DERIVED_PREFIXES = {
     "STREAM_LEASE_PREFIX": STREAM_LEASE_PREFIX,
     "ZONE_SLUG_PREFIX": ZONE_SLUG_PREFIX,
     "PROVIDER_IDENTIFIER_PREFIX": PROVIDER_IDENTIFIER_PREFIX,
     "POLICY_ACTIVATION_PREFIX": POLICY_ACTIVATION_PREFIX,
+    "POLICY_VERSION_PREFIX": POLICY_VERSION_PREFIX,
 }
