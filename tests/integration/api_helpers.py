@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -144,3 +145,67 @@ async def make_grant(client: httpx.AsyncClient, admin: dict[str, str], zone_id: 
     response = await client.post(f"/v1/zones/{zone_id}/grants", json=body, headers=admin)
     assert response.status_code == 201, response.text
     return str(response.json()["id"])
+
+
+# A template-sized module: allows reads that ask for the read scope, denies everything else.
+ALLOW_READS = """package caracal.authz
+
+import rego.v1
+
+default result := {"decision": "deny", "reason": "no rule allows it"}
+
+result := {"decision": "allow", "reason": "reads are allowed"} if {
+    input.action == "read"
+    "read" in input.requested_scopes
+}
+"""
+
+
+async def make_policy_version(
+    client: httpx.AsyncClient, admin: dict[str, str], zone_id: str, content: str = ALLOW_READS, **body: Any
+) -> str:
+    """A new policy (named uniquely) holding `content`; the id of its version 1."""
+    name = f"policy-{uuid.uuid4().hex[:12]}"
+    response = await client.post(
+        f"/v1/zones/{zone_id}/policies", json={"name": name, "content": content, **body}, headers=admin
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["version"]["id"])
+
+
+async def make_policy_set_version(
+    client: httpx.AsyncClient, admin: dict[str, str], zone_id: str, set_id: str, *policy_version_ids: str
+) -> str:
+    """A version of the set over the given policy versions (a new ALLOW_READS policy when none)."""
+    manifest = [{"policy_version_id": pid} for pid in policy_version_ids] or [
+        {"policy_version_id": await make_policy_version(client, admin, zone_id)}
+    ]
+    url = f"/v1/zones/{zone_id}/policy-sets/{set_id}/versions"
+    response = await client.post(url, json={"manifest": manifest}, headers=admin)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def make_policy_set(client: httpx.AsyncClient, admin: dict[str, str], zone_id: str, **body: Any) -> str:
+    """A policy set with one version (over a new ALLOW_READS policy), activated; the set's id."""
+    body = {"name": f"set-{uuid.uuid4().hex[:12]}", **body}
+    response = await client.post(f"/v1/zones/{zone_id}/policy-sets", json=body, headers=admin)
+    assert response.status_code == 201, response.text
+    set_id = str(response.json()["id"])
+    version_id = await make_policy_set_version(client, admin, zone_id, set_id)
+    activated = await client.post(
+        f"/v1/zones/{zone_id}/policy-sets/{set_id}/activate", json={"version_id": version_id}, headers=admin
+    )
+    assert activated.status_code == 202, activated.text
+    return set_id
+
+
+async def make_active_version(client: httpx.AsyncClient, admin: dict[str, str], zone_id: str) -> str:
+    """The active version of the zone's newest policy set (made by make_policy_set when none), so
+    routes naming both a set and a version find them together."""
+    listed = await client.get(f"/v1/zones/{zone_id}/policy-sets?limit=1", headers=admin)
+    assert listed.status_code == 200, listed.text
+    if not listed.json() or listed.json()[0]["active_version_id"] is None:
+        await make_policy_set(client, admin, zone_id)
+        listed = await client.get(f"/v1/zones/{zone_id}/policy-sets?limit=1", headers=admin)
+    return str(listed.json()[0]["active_version_id"])

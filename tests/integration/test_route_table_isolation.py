@@ -27,8 +27,10 @@ from caracal_api.app import create_app
 from caracal_api.resources import Resources
 from tests.integration.api_helpers import (
     bearer,
+    make_active_version,
     make_application,
     make_grant,
+    make_policy_set,
     make_provider,
     make_resource,
     make_token,
@@ -45,6 +47,8 @@ OBJECT_MAKERS["application_id"] = make_application
 OBJECT_MAKERS["provider_id"] = make_provider
 OBJECT_MAKERS["resource_id"] = make_resource
 OBJECT_MAKERS["grant_id"] = make_grant
+OBJECT_MAKERS["policy_set_id"] = make_policy_set  # with an active version
+OBJECT_MAKERS["version_id"] = make_active_version  # of the zone's newest policy set
 OBJECT_MAKERS["team_id"] = make_team
 OBJECT_MAKERS["invitation_id"] = make_invitation
 RowMaker = Callable[[AsyncEngine, str], Awaitable[str]]
@@ -56,11 +60,15 @@ ROW_MAKERS["request_id"] = make_request_events
 ZONE_PREFIX = "/v1/zones/{zone_id}"
 # (method, path) -> a body passing the route's own checks, where `{}` would not: the contract answers a
 # PATCH without fields 400 no_fields before looking the object up, so `{}` would hide the 404.
+MANIFEST = {"manifest": [{"policy_version_id": "v"}]}
 REQUEST_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PATCH", ZONE_PREFIX + "/applications/{application_id}"): {"name": "renamed"},
     ("PATCH", ZONE_PREFIX + "/providers/{provider_id}"): {"name": "renamed"},
     ("PATCH", ZONE_PREFIX + "/teams/{team_id}"): {"name": "renamed"},
     ("POST", ZONE_PREFIX + "/step-up-challenges/{challenge_id}/satisfy"): {"approver_subject_id": "approver"},
+    ("POST", ZONE_PREFIX + "/policy-sets/{policy_set_id}/versions"): MANIFEST,
+    ("POST", ZONE_PREFIX + "/policy-sets/{policy_set_id}/simulate"): {"version_id": "x"},
+    ("POST", ZONE_PREFIX + "/policy-sets/{policy_set_id}/activate"): {"version_id": "x"},
 }
 # Tables a refused request may legitimately write: its audit row and the token's last use.
 REQUEST_BOOKKEEPING = ("admin_audit_events", "admin_tokens")
