@@ -54,8 +54,16 @@ class Unprocessable(CaracalError):
 
 
 class RateLimited(CaracalError):
+    """Over a limit; `retry_after_s` (the seconds until its window ends) becomes the Retry-After header."""
+
     status = 429
     title = "Too Many Requests"
+
+    def __init__(
+        self, code: str, detail: str | None = None, *, retry_after_s: int | None = None, **extra: Any
+    ) -> None:
+        super().__init__(code, detail, **extra)
+        self.retry_after_s = retry_after_s
 
 
 class Unavailable(CaracalError):

@@ -24,6 +24,7 @@ def test_defaults_follow_the_design_table() -> None:
     assert (settings.shutdown_timeout_ms, settings.mode, settings.log_level) == (15000, "stable", "info")
     assert settings.local_bootstrap_enabled is False
     assert settings.outbox_batch_max == 512
+    assert (settings.v1_rate_limit_per_min, settings.auth_fail_limit_per_min) == (600, 60)
 
 
 def test_outbox_batch_max_is_read_and_bounded() -> None:

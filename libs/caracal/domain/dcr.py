@@ -96,7 +96,9 @@ def dcr_rate_key(zone_id: str, token_id: str) -> str:
 
 
 def rate_exceeded() -> RateLimited:
-    return RateLimited("dcr_rate_limit_exceeded", f"more than {RATE_PER_SECOND} registrations a second")
+    return RateLimited(
+        "dcr_rate_limit_exceeded", f"more than {RATE_PER_SECOND} registrations a second", retry_after_s=1
+    )
 
 
 async def register_dcr_application(

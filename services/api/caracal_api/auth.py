@@ -15,7 +15,7 @@ from caracal.domain.context import Actor, Caller
 from caracal.errors import Forbidden, InvalidInput, RateLimited, Unauthorized
 from caracal.ids import is_valid_param
 from caracal.settings import Settings
-from caracal_api.ratelimit import Window, minute_key
+from caracal_api.ratelimit import Window, minute_key, seconds_left_in_minute
 from caracal_api.resources import Resources
 
 MAX_TOKEN = 4096
@@ -66,7 +66,11 @@ async def _authenticated(connection: ASGIConnection[Any, Any, Any, Any], res: Re
         return actor
     ip = client_ip(connection, res.settings)
     if await res.limits.over(minute_key("api:admin_auth_fail", ip), res.settings.auth_fail_limit_per_min):
-        raise RateLimited("rate_limited", "too many failed authentications from this address")
+        raise RateLimited(
+            "rate_limited",
+            "too many failed authentications from this address",
+            retry_after_s=seconds_left_in_minute(),
+        )
     raise Unauthorized("invalid_admin_token", "missing, unknown or revoked admin token")
 
 
@@ -85,7 +89,7 @@ async def _count_request(
     if fresh:
         res.spawn(_touch(res, actor.id))
     if over:
-        raise RateLimited("rate_limited", "too many requests")
+        raise RateLimited("rate_limited", "too many requests", retry_after_s=seconds_left_in_minute())
 
 
 def _check_scope(

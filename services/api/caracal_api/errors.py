@@ -11,7 +11,7 @@ from litestar.exceptions import HTTPException, NotFoundException, ValidationExce
 
 from caracal.db.engine import translate_db_error
 from caracal.db.integrity import INVALID_INPUT
-from caracal.errors import CaracalError, Overloaded
+from caracal.errors import CaracalError, Overloaded, RateLimited
 
 log = logging.getLogger("caracal.api.errors")
 PROBLEM = "application/problem+json"
@@ -53,12 +53,11 @@ def _request_id(request: Request[Any, Any, Any]) -> str:
 
 
 def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
-    if isinstance(exc, Overloaded):
-        response = problem(exc.status, exc.code, exc.detail, **exc.extra)
-        response.headers["Retry-After"] = str(exc.retry_after_s)
-        return response
     if isinstance(exc, CaracalError):
-        return problem(exc.status, exc.code, exc.detail, **exc.extra)
+        response = problem(exc.status, exc.code, exc.detail, **exc.extra)
+        if isinstance(exc, (Overloaded, RateLimited)) and exc.retry_after_s is not None:
+            response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
     if isinstance(exc, HTTPException):
         return _http_problem(request, exc)
     translated = translate_db_error(exc)

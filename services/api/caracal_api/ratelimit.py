@@ -27,6 +27,11 @@ def minute_key(prefix: str, subject: str) -> str:
     return f"{prefix}:{subject}:{int(time.time() // 60)}"
 
 
+def seconds_left_in_minute() -> int:
+    """Retry-After of a one-minute window: until the next calendar minute starts (1..60)."""
+    return 60 - int(time.time()) % 60
+
+
 def request_redis(url: str, timeout_ms: int) -> Redis:
     """A client for the request path only: short timeouts, no retries."""
     timeout = timeout_ms / 1000

@@ -18,7 +18,7 @@ from caracal.errors import CaracalError, Unavailable
 from caracal.events import CONTRACT_STREAMS, stats_key
 from caracal_api.auth import client_ip
 from caracal_api.metrics import HttpMetrics, outbox_lines
-from caracal_api.ratelimit import minute_key
+from caracal_api.ratelimit import minute_key, seconds_left_in_minute
 from caracal_api.resources import ResourcesDep, provide_resources
 
 log = logging.getLogger("caracal.api.health")
@@ -42,7 +42,9 @@ async def ready(  # noqa: PLR0911 - one answer per reason, in the contract's ord
 ) -> Response[dict[str, Any]]:
     ip = client_ip(request, res.settings)
     if await res.limits.over(minute_key("api:ready_rl", ip), res.settings.ready_rate_limit_per_min):
-        return Response({"error": "rate_limited"}, status_code=429)
+        return Response(
+            {"error": "rate_limited"}, status_code=429, headers={"Retry-After": str(seconds_left_in_minute())}
+        )
     if res.draining:
         return _not_ready({"draining": True})
     try:
