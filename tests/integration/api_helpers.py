@@ -173,6 +173,18 @@ async def make_policy_version(
     return str(response.json()["version"]["id"])
 
 
+async def make_policy(
+    client: httpx.AsyncClient, admin: dict[str, str], zone_id: str, content: str = ALLOW_READS, **body: Any
+) -> str:
+    """A new policy (named uniquely) holding `content`; the policy's id."""
+    name = f"policy-{uuid.uuid4().hex[:12]}"
+    response = await client.post(
+        f"/v1/zones/{zone_id}/policies", json={"name": name, "content": content, **body}, headers=admin
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
 async def make_policy_set_version(
     client: httpx.AsyncClient, admin: dict[str, str], zone_id: str, set_id: str, *policy_version_ids: str
 ) -> str:

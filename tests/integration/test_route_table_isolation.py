@@ -30,6 +30,7 @@ from tests.integration.api_helpers import (
     make_active_version,
     make_application,
     make_grant,
+    make_policy,
     make_policy_set,
     make_provider,
     make_resource,
@@ -47,6 +48,7 @@ OBJECT_MAKERS["application_id"] = make_application
 OBJECT_MAKERS["provider_id"] = make_provider
 OBJECT_MAKERS["resource_id"] = make_resource
 OBJECT_MAKERS["grant_id"] = make_grant
+OBJECT_MAKERS["policy_id"] = make_policy
 OBJECT_MAKERS["policy_set_id"] = make_policy_set  # with an active version
 OBJECT_MAKERS["version_id"] = make_active_version  # of the zone's newest policy set
 OBJECT_MAKERS["team_id"] = make_team

@@ -158,7 +158,7 @@ _VERSION_RETURNING = (
 _INSERT_VERSION = insert(policy_versions).returning(*_VERSION_RETURNING)
 _NEXT_VERSION = (
     select(func.coalesce(func.max(policy_versions.c.version), 0) + 1)
-    .where(policy_versions.c.policy_id == bindparam("policy_id"))
+    .where(policy_versions.c.policy_id == bindparam("of_policy"))
     .scalar_subquery()
 )
 _INSERT_NEXT_VERSION = insert(policy_versions).values(version=_NEXT_VERSION).returning(*_VERSION_RETURNING)
@@ -170,7 +170,11 @@ _LOCK_LIVE_POLICY = text(
 )
 _ARCHIVE = (
     update(policies)
-    .where(policies.c.id == bindparam("policy_id"), *_LIVE)
+    .where(
+        policies.c.id == bindparam("b_policy_id"),
+        policies.c.zone_id == bindparam("b_zone_id"),
+        policies.c.archived_at.is_(None),
+    )
     .values(archived_at=func.now(), updated_at=func.now())
     .returning(policies.c.id)
 )
@@ -289,13 +293,14 @@ async def create_policy_version(
     params = {"key": f"{POLICY_VERSION_PREFIX}{policy_id}", "policy_id": policy_id, "zone_id": zone_id}
     if (await conn.execute(_LOCK_LIVE_POLICY, params)).first() is None:
         raise policy_not_found(policy_id)
-    row = (await conn.execute(_INSERT_NEXT_VERSION, _version_values(checked, policy_id, caller))).one()
+    values = {**_version_values(checked, policy_id, caller), "of_policy": policy_id}
+    row = (await conn.execute(_INSERT_NEXT_VERSION, values)).one()
     await entity_changed(conn, "policy.version_created", zone_id, policy_id, caller)
     return PolicyVersionCreated(**msgspec.structs.asdict(version_wire(row)), version_id=row.id)
 
 
 async def delete_policy(conn: AsyncConnection, zone_id: str, policy_id: str, caller: Caller) -> None:
     """Soft delete: the policy disappears from reads; its versions stay for the sets naming them."""
-    if (await conn.execute(_ARCHIVE, {"zone_id": zone_id, "policy_id": policy_id})).first() is None:
+    if (await conn.execute(_ARCHIVE, {"b_zone_id": zone_id, "b_policy_id": policy_id})).first() is None:
         raise policy_not_found(policy_id)
     await entity_changed(conn, "policy.deleted", zone_id, policy_id, caller)

@@ -20,7 +20,9 @@ DEFAULT_MAX_BYTES = 256 * 1024
 
 __all__ = [
     "FORBIDDEN_BUILTINS",
+    "PACKAGE",
     "RESULT_QUERY",
+    "RESULT_RULE",
     "EvaluationFailed",
     "RegoCheck",
     "RegoEngine",

@@ -34,6 +34,7 @@ from caracal_api.routes.grants import GrantController
 from caracal_api.routes.health import health, metrics, ready
 from caracal_api.routes.invitations import InvitationController
 from caracal_api.routes.outbox import OutboxController
+from caracal_api.routes.policies import PolicyController, list_policy_templates, validate_policy
 from caracal_api.routes.policy_sets import PolicySetController, bundle_public_key
 from caracal_api.routes.provider_grants import ProviderGrantController
 from caracal_api.routes.providers import ProviderController
@@ -89,6 +90,9 @@ def create_app(
             OutboxController,
             ZoneAdminAuditController,
             AdminAuditController,
+            PolicyController,
+            validate_policy,
+            list_policy_templates,
             PolicySetController,
             bundle_public_key,
             StepUpChallengeController,
