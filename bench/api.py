@@ -36,6 +36,11 @@ from bench.common import (
 from caracal.db.engine import plain_url
 
 API_COMMAND = [sys.executable, "-m", "caracal_api"]
+# the reaper seals the admin audit chain (every second): the POST figures are with the chain on
+REAPER_COMMAND = [sys.executable, "-m", "caracal_reaper"]
+AUDIT_STATE = (
+    "SELECT count(chain_seq) AS sealed, count(*) - count(chain_seq) AS waiting FROM admin_audit_events"
+)
 WRK_DIR = Path(__file__).parent / "wrk"
 WRK_HINT = "wrk is missing: apt-get install -y wrk (Debian's package)"
 THREADS = 2  # wrk threads; the load generator shares the machine's 2 cores with the API and Postgres
@@ -202,6 +207,32 @@ def spawn_api(bench: BenchEnv) -> ApiServer:
             start_new_session=True,
         )
     return ApiServer(process=process, log_path=log_path, port=port, token=token)
+
+
+def spawn_reaper(bench: BenchEnv) -> BenchProcess:
+    log_path = bench.workdir / "reaper.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(REAPER_COMMAND, env=bench.env, stdout=log_file, stderr=subprocess.STDOUT)
+    return BenchProcess(process=process, log_path=log_path)
+
+
+async def audit_chain_state(bench: BenchEnv) -> str:
+    conn = await bench.connect()
+    try:
+        row = await conn.fetchrow(AUDIT_STATE)
+    finally:
+        await conn.close()
+    return f"{row['sealed']:,} audit rows sealed, {row['waiting']:,} waiting"
+
+
+@contextlib.asynccontextmanager
+async def running_reaper(bench: BenchEnv) -> AsyncIterator[BenchProcess]:
+    reaper = spawn_reaper(bench)
+    say(f"reaper: started `python -m caracal_reaper` (the audit sealer), pid {reaper.pid}")
+    try:
+        yield reaper
+    finally:
+        say(f"reaper: stopped (exit code {reaper.stop()})")
 
 
 @contextlib.asynccontextmanager
@@ -388,8 +419,11 @@ async def _get_one(bench: BenchEnv, server: ApiServer) -> list[str]:
 
 async def _create(bench: BenchEnv, server: ApiServer) -> list[str]:
     api = await measure_route(bench, server, "POST /v1/zones", "/v1/zones", "post_zones")
+    chain = f"audit chain right after the run: {await audit_chain_state(bench)}"
+    say(chain)
     base = await baseline(bench, "B_tx (raw BEGIN; 2 INSERT; COMMIT)", _insert_pair(secrets.token_hex(4)))
-    return CREATE.lines(api, base)
+    chain_later = f"audit chain after the baseline: {await audit_chain_state(bench)}"
+    return [*CREATE.lines(api, base), f"  {chain}", f"  {chain_later}"]
 
 
 async def _list_page(bench: BenchEnv, server: ApiServer) -> list[str]:
@@ -408,12 +442,13 @@ async def run(bench: BenchEnv) -> list[str]:
         raise BenchError(WRK_HINT)
     say(f"api: each route under wrk at {CONNECTIONS} connections, then its raw asyncpg baseline")
     say(f"api: load average before: {_load()} (the figures share {os.cpu_count()} cores with it)")
-    async with running_api(bench) as server:
+    async with running_reaper(bench) as reaper, running_api(bench) as server:
         health = await measure_route(bench, server, "GET /health", "/health", seconds=HEALTH_DURATION_S)
         lines = [f"GET /health (framework ceiling, reference): {health.describe()}"]
         lines += await _get_one(bench, server)
         lines += await _create(bench, server)
         lines += await _list_page(bench, server)
+        reaper.check_alive()
     lines.append(f"load average after: {_load()} on {os.cpu_count()} cores")
     for line in lines:
         say(line)

@@ -85,7 +85,9 @@ class BenchEnv:
 
 def _service_env(database_url: str, redis_url: str) -> dict[str, str]:
     env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("CARACAL_", "STREAMS_", "API_", "ZONE_KEK"))
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CARACAL_", "STREAMS_", "API_", "ZONE_KEK", "AUDIT_"))
     }
     env.update(
         {
@@ -93,6 +95,7 @@ def _service_env(database_url: str, redis_url: str) -> dict[str, str]:
             "REDIS_URL": redis_url,
             "CARACAL_KEK": f"bench1:{secrets.token_hex(32)}",
             "STREAMS_HMAC_KEY": secrets.token_hex(32),
+            "AUDIT_HMAC_KEY": secrets.token_hex(32),
             "ZONE_KEK": secrets.token_hex(32),
             "CARACAL_SHUTDOWN_TIMEOUT_MS": "5000",
             "LOG_LEVEL": "info",

@@ -14,11 +14,13 @@ import hmac
 import json
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from caracal.timefmt import iso_us
 
 log = logging.getLogger("caracal.audit_chain")
 
@@ -94,7 +96,7 @@ class ChainConflict(RuntimeError):
 
 def timestamp(value: datetime | None) -> str | None:
     """The one rendering of a time in the chain: UTC, microseconds, `Z`."""
-    return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return None if value is None else iso_us(value)
 
 
 def canonical_content(row: Any, sealed_at: datetime | None = None) -> bytes:
