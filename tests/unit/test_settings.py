@@ -124,7 +124,8 @@ def test_audit_hmac_key_is_optional_hex_and_may_come_from_a_file(tmp_path: Path)
         load_settings({**VALID, "AUDIT_HMAC_KEY": "ab" * 16})
     path = tmp_path / "audit.key"
     path.write_text("cd" * 32 + "\n")
-    assert load_settings({**VALID, "AUDIT_HMAC_KEY_FILE": str(path)}).audit_hmac_key == bytes.fromhex("cd" * 32)
+    from_file = load_settings({**VALID, "AUDIT_HMAC_KEY_FILE": str(path)})
+    assert from_file.audit_hmac_key == bytes.fromhex("cd" * 32)
 
 
 def test_stable_mode_requires_signing_key_and_kek() -> None:
