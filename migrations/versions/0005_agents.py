@@ -117,6 +117,11 @@ STATEMENTS: tuple[str, ...] = (
     """,
     # ours: revocations walk a session's descendants (the contract's indexes do not reach children)
     "CREATE INDEX IF NOT EXISTS sessions_parent_idx ON sessions (parent_id) WHERE parent_id IS NOT NULL",
+    # ours: the reaper's DCR collector walks every zone's DCR applications by expiry
+    """
+    CREATE INDEX IF NOT EXISTS applications_dcr_expiry_idx ON applications (expires_at)
+        WHERE registration_method = 'dcr' AND archived_at IS NULL
+    """,
     # ours: DCR shutdown finds the live agents of the applications it archives
     """
     CREATE INDEX IF NOT EXISTS agent_sessions_live_application_idx
@@ -134,5 +139,5 @@ def downgrade() -> None:
     # the tables may be the coordinator's own (created before us): only our indexes go
     op.execute(
         "DROP INDEX IF EXISTS sessions_zone_page_idx, sessions_zone_subject_page_idx, sessions_parent_idx,"
-        " agent_sessions_live_application_idx"
+        " agent_sessions_live_application_idx, applications_dcr_expiry_idx"
     )

@@ -164,10 +164,11 @@ def _revoke_batch(zone_id: str, matching: tuple[ColumnElement[bool], ...], size:
         .order_by(sessions.c.created_at, sessions.c.id)
         .limit(size)
         .with_for_update(skip_locked=True)
+        .cte("chosen")  # runs once: `id IN (subquery)` may be rescanned, each rescan taking more rows
     )
     return (
         update(sessions)
-        .where(sessions.c.zone_id == zone_id, sessions.c.id.in_(chosen.scalar_subquery()))
+        .where(sessions.c.zone_id == zone_id, sessions.c.id == chosen.c.id)
         .values(status="revoked")
         .returning(sessions.c.id, sessions.c.created_at)
     )

@@ -25,6 +25,7 @@ APPLICATIONS_REGISTRATION_METHOD_CHECK = "applications_registration_method_check
 APPLICATIONS_DCR_EXPIRES_CHECK = "applications_dcr_expires_check"
 APPLICATIONS_LIVE_PAGE_IDX = "applications_live_page_idx"
 APPLICATIONS_LIVE_DCR_IDX = "applications_live_dcr_idx"
+APPLICATIONS_DCR_EXPIRY_IDX = "applications_dcr_expiry_idx"
 
 applications = Table(
     "applications",
@@ -62,6 +63,12 @@ Index(
 Index(
     APPLICATIONS_LIVE_DCR_IDX,
     applications.c.zone_id,
+    applications.c.expires_at,
+    postgresql_where=text("registration_method = 'dcr' AND archived_at IS NULL"),
+)
+# the reaper's DCR collector, across zones by expiry (migration 0005)
+Index(
+    APPLICATIONS_DCR_EXPIRY_IDX,
     applications.c.expires_at,
     postgresql_where=text("registration_method = 'dcr' AND archived_at IS NULL"),
 )
