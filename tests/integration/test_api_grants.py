@@ -305,3 +305,15 @@ async def test_delete_of_a_grant_with_locked_sessions_skips_them_instead_of_wait
         await other.rollback()
     statuses = await _session_statuses(engine)
     assert (statuses[held], statuses[free]) == ("active", "revoked")
+
+
+@pytest.mark.parametrize(("drop", "path"), [("user_id", ["user_id"]), ("scopes", ["scopes"])])
+async def test_a_missing_field_is_named_in_the_issue_path(
+    client: httpx.AsyncClient, admin: dict[str, str], engine: AsyncEngine, drop: str, path: list[str]
+) -> None:
+    """As the original's parser says it: the issue's path is the missing field's, not the object's."""
+    world = await grant_world(client, admin, engine)
+    body = {k: v for k, v in world.body().items() if k != drop}
+    response = await post_grant(client, admin, world.zone_id, body)
+    assert response.status_code == 400, response.text
+    assert [issue["path"] for issue in response.json()["details"]["issues"]] == [path]

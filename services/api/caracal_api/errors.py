@@ -30,6 +30,7 @@ _TITLES = {
     502: "Bad Gateway",
     503: "Service Unavailable",
 }
+_MISSING_FIELD = re.compile(r"^Object missing required field `([^`]+)`")
 _PATH_IN_MESSAGE = re.compile(r"`\$((?:\.[^`.\[]+|\[\d+\])*)`")
 
 
@@ -129,6 +130,9 @@ def _issues(exc: HTTPException) -> list[dict[str, Any]]:
         key = item.get("key") if isinstance(item, dict) else None
         found = _PATH_IN_MESSAGE.search(message)
         path = [p for p in re.split(r"[.\[\]]", found.group(1)) if p] if found else []
+        missing = _MISSING_FIELD.search(message)
+        if missing:  # the path names the object; the issue is its missing field (as the original says)
+            path.append(missing.group(1))
         if not path and key and key != "data":
             path = [str(key)]
         issues.append({"path": path, "message": message})
