@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable
 
-from bench import api, catalogue, idle, latency, throughput
+from bench import api, catalogue, idle, latency, policies, throughput
 from bench.common import BenchEnv, BenchError, bench_env, say
 
 BENCHMARKS: dict[str, Callable[[BenchEnv], Awaitable[list[str]]]] = {
@@ -16,6 +16,7 @@ BENCHMARKS: dict[str, Callable[[BenchEnv], Awaitable[list[str]]]] = {
     "idle": idle.run,
     "api": api.run,
     "catalogue": catalogue.run,
+    "policies": policies.run,
 }
 USAGE = f"usage: python -m bench [{'|'.join(BENCHMARKS)} ...]  (all of them, in this order, by default)"
 

@@ -33,6 +33,7 @@ def _interpreter(debug_dir: Path | None = None) -> regopy.Interpreter:
         # debug mode writes every pass's tree: the only parsed form regopy gives out
         interpreter.set_debug_path(str(debug_dir))
         interpreter.debug_enabled = True
+        interpreter.well_formed_checks_enabled = False  # debug mode would check every pass too
     return interpreter
 
 
@@ -69,7 +70,8 @@ def check_module(content: str, debug_dir: Path) -> RegoCheck:
     error = None
     try:
         interpreter = _interpreter(debug_dir)
-        interpreter.add_module(MODULE_NAME, content)
+        interpreter.add_module(MODULE_NAME, content)  # in debug mode this parses, dumping the tree
+        interpreter.debug_enabled = False  # the compiler's own passes need no dump: 2x faster
         interpreter.build(None, [ENTRYPOINT])
     except regopy.RegoError as exc:
         error = str(exc)
