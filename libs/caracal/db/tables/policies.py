@@ -9,10 +9,13 @@ or an STS that loaded a version by id can trust it to stay what it was).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from sqlalchemy import (
-    DDL,
     CheckConstraint,
     Column,
+    Connection,
     ForeignKeyConstraint,
     Index,
     Integer,
@@ -213,9 +216,16 @@ Index(
     postgresql_where=policy_set_bindings.c.active_version_id.isnot(None),
 )
 
-for _table, _trigger in (
-    (policy_versions, POLICY_VERSIONS_IMMUTABLE),
-    (policy_set_versions, POLICY_SET_VERSIONS_IMMUTABLE),
-):
-    event.listen(_table, "after_create", DDL(REFUSE_VERSION_CHANGE_FUNCTION))
-    event.listen(_table, "after_create", DDL(refuse_version_change_trigger(_trigger, _table.name)))
+
+def _immutable(trigger: str) -> Callable[..., None]:
+    """An after_create hook: the trigger function (shared, idempotent) and this table's trigger."""
+
+    def create(target: Table, connection: Connection, **_: Any) -> None:
+        connection.execute(text(REFUSE_VERSION_CHANGE_FUNCTION))
+        connection.execute(text(refuse_version_change_trigger(trigger, target.name)))
+
+    return create
+
+
+event.listen(policy_versions, "after_create", _immutable(POLICY_VERSIONS_IMMUTABLE))
+event.listen(policy_set_versions, "after_create", _immutable(POLICY_SET_VERSIONS_IMMUTABLE))
