@@ -166,6 +166,7 @@ async def test_if_match_makes_activation_a_compare_and_swap(
     events = await count_rows(engine, "event_outbox")
     stale = await _activate(client, admin, zone_id, set_id, {"version_id": second_id}, **{"If-Match": etag})
     assert (stale.status_code, stale.json()["error"]) == (412, "precondition_failed")
+    assert stale.json()["title"] == "Precondition Failed"
     assert await active_bindings(engine, zone_id) == [(set_id, first_id)]
     assert await count_rows(engine, "event_outbox") == events
     fresh = (await client.get(f"/v1/zones/{zone_id}/policy-sets/{set_id}", headers=admin)).headers["etag"]
