@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from caracal_api.app import create_app
 from caracal_api.resources import Resources
 from tests.integration.api_helpers import (
+    ALLOW_READS,
     bearer,
     make_active_version,
     make_application,
@@ -68,6 +69,7 @@ REQUEST_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PATCH", ZONE_PREFIX + "/providers/{provider_id}"): {"name": "renamed"},
     ("PATCH", ZONE_PREFIX + "/teams/{team_id}"): {"name": "renamed"},
     ("POST", ZONE_PREFIX + "/step-up-challenges/{challenge_id}/satisfy"): {"approver_subject_id": "approver"},
+    ("POST", ZONE_PREFIX + "/policies/{policy_id}/versions"): {"content": ALLOW_READS},
     ("POST", ZONE_PREFIX + "/policy-sets/{policy_set_id}/versions"): MANIFEST,
     ("POST", ZONE_PREFIX + "/policy-sets/{policy_set_id}/simulate"): {"version_id": "x"},
     ("POST", ZONE_PREFIX + "/policy-sets/{policy_set_id}/activate"): {"version_id": "x"},
