@@ -1,1 +1,1 @@
-"""The reaper: periodic clean-up jobs (outbox retention now; sessions and DCR clients as they land)."""
+"""The reaper: periodic clean-up jobs (outbox retention, audit sealing, DCR GC, session expiry)."""
