@@ -180,7 +180,13 @@ async def test_versions_list_newest_first_in_pages(client: httpx.AsyncClient, ad
     assert set(page.json()[0]) == VERSION_FIELDS
     rest = await client.get(page.headers["link"].split(";")[0].strip("<>"), headers=admin)
     assert [row["version"] for row in rest.json()] == [1]
-    assert (await client.get(f"/v1/zones/{zone_id}/policy-sets/no-such/versions", headers=admin)).json() == []
+    missing = await client.get(f"/v1/zones/{zone_id}/policy-sets/no-such/versions", headers=admin)
+    assert (missing.status_code, missing.json()["error"]) == (404, "policy_set_not_found")
+    other_zone, fresh = await _set(client, admin)  # a set of another zone, with no version yet
+    empty = await client.get(f"/v1/zones/{other_zone}/policy-sets/{fresh}/versions", headers=admin)
+    assert (empty.status_code, empty.json()) == (200, [])
+    foreign = await client.get(f"/v1/zones/{zone_id}/policy-sets/{fresh}/versions", headers=admin)
+    assert (foreign.status_code, foreign.json()["error"]) == (404, "policy_set_not_found")
 
 
 async def test_a_module_without_result_is_refused_by_the_contract_check(

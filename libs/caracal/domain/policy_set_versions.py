@@ -92,6 +92,13 @@ _ONE = (
 )
 _GET = Query(_ONE)
 _PAGE = PagedQuery(select(*_COLUMNS).select_from(_JOINED).where(*_OF_LIVE_SET), _V.c.created_at, _V.c.id)
+_LIVE_SET = Query(
+    select(policy_sets.c.id).where(
+        policy_sets.c.id == bindparam("policy_set_id"),
+        policy_sets.c.zone_id == bindparam("zone_id"),
+        policy_sets.c.archived_at.is_(None),
+    )
+)
 # Creators of one set's versions take turns on its row (the number is max+1); archiving waits too.
 _LOCK_SET = (
     select(policy_sets.c.id)
@@ -187,6 +194,9 @@ async def list_versions(
     conn: AsyncConnection, zone_id: str, set_id: str, page: Page
 ) -> Listing[PolicySetVersion]:
     rows = await _PAGE.rows(conn, page, zone_id=zone_id, policy_set_id=set_id)
+    # an empty page is the set's (no versions yet, or past the last) or no set of this zone's: 404
+    if not rows and await _LIVE_SET.first(conn, {"zone_id": zone_id, "policy_set_id": set_id}) is None:
+        raise NotFound("policy_set_not_found", f"policy set {set_id} does not exist in this zone")
     return listing(rows, page, version_wire)
 
 
