@@ -60,9 +60,7 @@ Index(SESSIONS_SUBJECT_IDX, sessions.c.zone_id, sessions.c.subject_id, sessions.
 Index(SESSIONS_ACTIVE_EXPIRY_IDX, sessions.c.expires_at, postgresql_where=text("status = 'active'"))
 
 # ours (0005): the zone's page and a subject's page newest first; descendants of a revoked session
-Index(
-    SESSIONS_ZONE_PAGE_IDX, sessions.c.zone_id, sessions.c.created_at.desc(), sessions.c.id.desc()
-)
+Index(SESSIONS_ZONE_PAGE_IDX, sessions.c.zone_id, sessions.c.created_at.desc(), sessions.c.id.desc())
 Index(
     SESSIONS_ZONE_SUBJECT_PAGE_IDX,
     sessions.c.zone_id,
