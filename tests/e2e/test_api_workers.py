@@ -86,6 +86,8 @@ async def test_sigterm_drains_every_worker_within_the_shutdown_timeout(
         CARACAL_API_WORKERS="2",
         CARACAL_SHUTDOWN_TIMEOUT_MS="8000",
     )
+    # /ready answers once one worker is up; under load the other may still be starting
+    await eventually(lambda: api.log().count("Application startup complete") == 2, "both workers started")
     status, zone = await asyncio.to_thread(call, api, "POST", "/v1/zones", {"name": "Held"})
     assert status == 201
     holder = await asyncpg.connect(plain_url(env["DATABASE_URL"]))
