@@ -22,6 +22,7 @@ from caracal.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 HMAC_KEY_HEX = secrets.token_hex(32)
 KEK = f"test1:{secrets.token_hex(32)}"
 ZONE_KEK_HEX = secrets.token_hex(32)  # seals provider secrets and provider-grant tokens (caracal.sealing)
+AUDIT_KEY_HEX = secrets.token_hex(32)  # chains the admin audit trail (caracal.audit_chain)
 BUNDLE_KEY_HEX = secrets.token_hex(32)  # Ed25519 seed signing policy bundles
 ADMIN_TOKEN = "cat_test_" + secrets.token_urlsafe(24)
 
@@ -105,6 +106,7 @@ def service_env(database_url: str, redis_url: str, **overrides: str) -> dict[str
             "REDIS_URL": redis_url,
             "CARACAL_KEK": KEK,
             "STREAMS_HMAC_KEY": HMAC_KEY_HEX,
+            "AUDIT_HMAC_KEY": AUDIT_KEY_HEX,
             "ZONE_KEK": ZONE_KEK_HEX,
             "CARACAL_BUNDLE_SIGNING_KEY": BUNDLE_KEY_HEX,
             "CARACAL_ADMIN_TOKEN": ADMIN_TOKEN,

@@ -90,7 +90,7 @@ class Settings:
     shutdown_timeout_ms: int = 15000
     kek: KeyRing = field(default_factory=KeyRing)
     streams_hmac_key: bytes | None = None
-    audit_hmac_key: bytes | None = None  # the admin audit chain's key; without it nothing is sealed
+    audit_hmac_key: bytes | None = None  # the admin audit chain's key; required outside dev mode
     zone_kek: bytes | None = None  # optional until providers hold secrets; caracal.sealing says so
     mode: str = "stable"
     log_level: str = "info"
@@ -210,6 +210,10 @@ def _check_mode(settings: Settings) -> None:
         )
     if settings.kek.active is None:
         raise SettingsError(f"CARACAL_KEK: required when CARACAL_MODE={settings.mode} (<id>:<64 hex>,...)")
+    if settings.audit_hmac_key is None:  # DESIGN.md: the admin audit chain is not optional in production
+        raise SettingsError(
+            f"AUDIT_HMAC_KEY: required when CARACAL_MODE={settings.mode} (hex, >= 32 bytes)"
+        )
 
 
 def parse_kek(raw: str) -> KeyRing:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import recreate_database
-from tests.support import HMAC_KEY_HEX, KEK, Servers, service_env, start_service, wait_ready
+from tests.support import AUDIT_KEY_HEX, HMAC_KEY_HEX, KEK, Servers, service_env, start_service, wait_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -52,6 +52,7 @@ async def test_processes_started_at_debug_level_log_no_secret(servers: Servers, 
                 ("admin token", admin_token),
                 ("CARACAL_KEK", kek_hex),
                 ("STREAMS_HMAC_KEY", HMAC_KEY_HEX),
+                ("AUDIT_HMAC_KEY", AUDIT_KEY_HEX),
                 ("ZONE_KEK", zone_kek),
                 ("METRICS_BEARER", bearer),
             )

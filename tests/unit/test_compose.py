@@ -13,7 +13,14 @@ from caracal.cli import COMMANDS
 
 ROOT = Path(__file__).resolve().parents[2]
 CARACAL_SERVICES = ("api", "dispatcher", "reaper")
-SECRETS = ("CARACAL_ADMIN_TOKEN", "CARACAL_KEK", "STREAMS_HMAC_KEY", "ZONE_KEK", "POSTGRES_PASSWORD")
+SECRETS = (
+    "CARACAL_ADMIN_TOKEN",
+    "CARACAL_KEK",
+    "STREAMS_HMAC_KEY",
+    "ZONE_KEK",
+    "AUDIT_HMAC_KEY",
+    "POSTGRES_PASSWORD",
+)
 
 
 def _compose() -> dict[str, Any]:
@@ -81,7 +88,8 @@ def test_caracal_services_set_only_variables_the_settings_loader_reads(service: 
 
 def test_every_process_running_the_caracal_image_gets_the_settings_it_needs() -> None:
     """Every `caracal` service has the URLs and, in stable mode, the KEK and the stream signing key."""
-    needed = {"DATABASE_URL", "REDIS_URL", "CARACAL_KEK", "STREAMS_HMAC_KEY", "ZONE_KEK", "CARACAL_MODE"}
+    needed = {"DATABASE_URL", "REDIS_URL", "CARACAL_KEK", "STREAMS_HMAC_KEY", "ZONE_KEK", "AUDIT_HMAC_KEY"}
+    needed.add("CARACAL_MODE")
     for name, service in _caracal_services().items():
         missing = needed - set(_environment(service))
         assert not missing, f"{name}: missing {sorted(missing)}"

@@ -14,7 +14,14 @@ from tests.unit.test_compose import settings_variables
 
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.33.0"  # the oldest minor still supported when this was written
-SECRET_VARIABLES = ("DATABASE_URL", "REDIS_URL", "CARACAL_KEK", "STREAMS_HMAC_KEY", "ZONE_KEK")
+SECRET_VARIABLES = (
+    "DATABASE_URL",
+    "REDIS_URL",
+    "CARACAL_KEK",
+    "STREAMS_HMAC_KEY",
+    "ZONE_KEK",
+    "AUDIT_HMAC_KEY",
+)
 REPLICAS = {"caracal-api": 3, "caracal-dispatcher": 2, "caracal-reaper": 1}
 NOT_APPLIED = ("kustomization.yaml", "secret.example.yaml")
 

@@ -13,6 +13,7 @@ VALID = {
     "REDIS_URL": "redis://127.0.0.1:6379/0",
     "CARACAL_KEK": "k1:" + "ab" * 32,
     "STREAMS_HMAC_KEY": "cd" * 32,
+    "AUDIT_HMAC_KEY": "ce" * 32,
 }
 
 
@@ -116,15 +117,18 @@ def test_bundle_signing_key_and_sts_url_are_optional_and_checked() -> None:
     assert "efef" not in repr(given)
 
 
-def test_audit_hmac_key_is_optional_hex_and_may_come_from_a_file(tmp_path: Path) -> None:
-    """AUDIT_HMAC_KEY: hex of at least 32 bytes, also as AUDIT_HMAC_KEY_FILE; unset means no chain."""
-    assert load_settings(VALID).audit_hmac_key is None
+def test_audit_hmac_key_is_hex_required_outside_dev_and_may_come_from_a_file(tmp_path: Path) -> None:
+    """AUDIT_HMAC_KEY: hex of at least 32 bytes, also as AUDIT_HMAC_KEY_FILE; dev mode may go without."""
+    without = {k: v for k, v in VALID.items() if k != "AUDIT_HMAC_KEY"}
+    with pytest.raises(SettingsError, match="^AUDIT_HMAC_KEY: required when CARACAL_MODE=stable"):
+        load_settings(without)
+    assert load_settings({**without, "CARACAL_MODE": "dev"}).audit_hmac_key is None
     assert load_settings({**VALID, "AUDIT_HMAC_KEY": "ab" * 32}).audit_hmac_key == bytes.fromhex("ab" * 32)
     with pytest.raises(SettingsError, match="^AUDIT_HMAC_KEY: must decode to at least 32 bytes"):
         load_settings({**VALID, "AUDIT_HMAC_KEY": "ab" * 16})
     path = tmp_path / "audit.key"
     path.write_text("cd" * 32 + "\n")
-    from_file = load_settings({**VALID, "AUDIT_HMAC_KEY_FILE": str(path)})
+    from_file = load_settings({**without, "AUDIT_HMAC_KEY_FILE": str(path)})
     assert from_file.audit_hmac_key == bytes.fromhex("cd" * 32)
 
 
@@ -183,6 +187,7 @@ SECRETS = {
     "CARACAL_ADMIN_TOKEN": "cat_admin-token-Wm55-long-enough",
     "CARACAL_KEK": "k1:" + "5e" * 32,
     "STREAMS_HMAC_KEY": "7a" * 32,
+    "AUDIT_HMAC_KEY": "6b" * 32,
     "METRICS_BEARER": "metrics-bearer-Hn63",
 }
 SECRET_VALUES = (
@@ -192,6 +197,7 @@ SECRET_VALUES = (
     "cat_admin-token-Wm55-long-enough",
     "5e" * 32,
     "7a" * 32,
+    "6b" * 32,
     "metrics-bearer-Hn63",
 )
 
