@@ -55,14 +55,35 @@ def query_value(name: str, value: T | None, rule: Any) -> T | None:
     return checked
 
 
+def _page(limit: int | None, cursor: str | None, limit_rule: Any, default: int) -> Page:
+    size = query_value("limit", limit, limit_rule)
+    token = query_value("cursor", cursor, _CURSOR_RULE)
+    return Page(size or default, decode_cursor(token) if token is not None else None)
+
+
 def provide_page(limit: FromQuery[Limit | None] = None, cursor: FromQuery[Cursor | None] = None) -> Page:
     """The page a list route reads, from `limit` and `cursor` (declared, so /openapi.json shows them)."""
-    size = query_value("limit", limit, _LIMIT_RULE)
-    token = query_value("cursor", cursor, _CURSOR_RULE)
-    return Page(size or PAGE_DEFAULT, decode_cursor(token) if token is not None else None)
+    return _page(limit, cursor, _LIMIT_RULE, PAGE_DEFAULT)
 
 
 PAGE = {"page": Provide(provide_page, sync_to_thread=False)}
+
+# CONTRACT.md §3.2: session and audit pages are larger and carry their cursor in the body
+ROWS_PAGE_DEFAULT, ROWS_PAGE_MAX = 100, 1000
+_ROWS_LIMIT_RULE = Annotated[int, msgspec.Meta(ge=1, le=ROWS_PAGE_MAX)]
+RowsLimit = Annotated[
+    int, Parameter(ge=1, le=ROWS_PAGE_MAX, description=f"Page size (default {ROWS_PAGE_DEFAULT})")
+]
+
+
+def provide_rows_page(
+    limit: FromQuery[RowsLimit | None] = None, cursor: FromQuery[Cursor | None] = None
+) -> Page:
+    """The page of a `{rows, next_cursor}` list (sessions, audit reads)."""
+    return _page(limit, cursor, _ROWS_LIMIT_RULE, ROWS_PAGE_DEFAULT)
+
+
+ROWS_PAGE = Provide(provide_rows_page, sync_to_thread=False)
 PageDep = NamedDependency[Page]
 
 

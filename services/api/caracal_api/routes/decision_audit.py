@@ -4,32 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import msgspec
 from litestar import Controller, get
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, Parameter
 
-from caracal.db.paging import Page, decode_cursor
+from caracal.db.paging import Page
 from caracal.domain import decision_audit
 from caracal.domain.decision_audit import AuditDetailRow, AuditFilters, AuditPage, Decision, Explanation
 from caracal_api.openapi import problems
 from caracal_api.resources import ResourcesDep, provide_resources
-from caracal_api.routes.common import Cursor, QueryText, query_value
+from caracal_api.routes.common import ROWS_PAGE, QueryText
 
-# CONTRACT.md §3.2: audit pages are larger than the standard lists' and carry their cursor in the body
-AUDIT_DEFAULT, AUDIT_MAX = 100, 1000
-_LIMIT_RULE = Annotated[int, msgspec.Meta(ge=1, le=AUDIT_MAX)]
-_CURSOR_RULE = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
-AuditLimit = Annotated[int, Parameter(ge=1, le=AUDIT_MAX, description=f"Page size (default {AUDIT_DEFAULT})")]
 Instant = Annotated[QueryText, Parameter(description="ISO-8601 UTC with Z, e.g. 2026-06-03T10:12:13.456Z")]
-
-
-def provide_audit_page(
-    limit: FromQuery[AuditLimit | None] = None, cursor: FromQuery[Cursor | None] = None
-) -> Page:
-    size = query_value("limit", limit, _LIMIT_RULE)
-    token = query_value("cursor", cursor, _CURSOR_RULE)
-    return Page(size or AUDIT_DEFAULT, decode_cursor(token) if token is not None else None)
 
 
 def provide_filters(
@@ -55,7 +41,7 @@ class DecisionAuditController(Controller):
     @get(
         "/",
         dependencies={
-            "page": Provide(provide_audit_page, sync_to_thread=False),
+            "page": ROWS_PAGE,
             "filters": Provide(provide_filters, sync_to_thread=False),
         },
         summary="The zone's decision audit events, newest first, as {rows, next_cursor}",

@@ -3,14 +3,13 @@ an admin (one session, or every active session of a subject, each with its desce
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-import msgspec
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath, FromQuery, JSONBody, Parameter
+from litestar.params import FromPath, FromQuery, JSONBody
 
-from caracal.db.paging import Page, decode_cursor
+from caracal.db.paging import Page
 from caracal.domain import sessions
 from caracal.domain.sessions import (
     SessionFilters,
@@ -22,24 +21,9 @@ from caracal.domain.sessions import (
 )
 from caracal_api.openapi import problems
 from caracal_api.resources import ResourcesDep, provide_resources
-from caracal_api.routes.common import Cursor, QueryText, caller_of, query_value, zone_before_body
+from caracal_api.routes.common import ROWS_PAGE, QueryText, caller_of, zone_before_body
 
-# CONTRACT.md §3.2: session pages are larger than the standard lists' and carry their cursor in the body
-SESSIONS_DEFAULT, SESSIONS_MAX = 100, 1000
-_LIMIT_RULE = Annotated[int, msgspec.Meta(ge=1, le=SESSIONS_MAX)]
-_CURSOR_RULE = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
-SessionLimit = Annotated[
-    int, Parameter(ge=1, le=SESSIONS_MAX, description=f"Page size (default {SESSIONS_DEFAULT})")
-]
 BODY = {"body_error": "invalid_session_revoke"}
-
-
-def provide_session_page(
-    limit: FromQuery[SessionLimit | None] = None, cursor: FromQuery[Cursor | None] = None
-) -> Page:
-    size = query_value("limit", limit, _LIMIT_RULE)
-    token = query_value("cursor", cursor, _CURSOR_RULE)
-    return Page(size or SESSIONS_DEFAULT, decode_cursor(token) if token is not None else None)
 
 
 def provide_filters(
@@ -61,7 +45,7 @@ class SessionController(Controller):
     @get(
         "/",
         dependencies={
-            "page": Provide(provide_session_page, sync_to_thread=False),
+            "page": ROWS_PAGE,
             "filters": Provide(provide_filters, sync_to_thread=False),
         },
         summary="The zone's sessions, newest first, as {rows, next_cursor}",
