@@ -21,7 +21,7 @@ from pathlib import Path
 from caracal.settings import Settings, SettingsError, load_settings
 
 SERVICES = {"api": "caracal_api", "dispatcher": "caracal_dispatcher", "reaper": "caracal_reaper"}
-COMMANDS = (*SERVICES, "migrate", "up", "audit")
+COMMANDS = (*SERVICES, "migrate", "up", "audit", "status")
 GENERATED_SECRETS = (
     "CARACAL_KEK",
     "STREAMS_HMAC_KEY",
@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "subcommand", nargs="?", choices=("verify",), help="audit: verify the admin audit chain"
     )
+    parser.add_argument("--json", action="store_true", help="status: the facts as one JSON object")
     args = parser.parse_args(argv)
     if (args.command == "audit") != (args.subcommand is not None):
         parser.error("`caracal audit verify` is the only command with a subcommand")
@@ -57,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         from caracal.audit_verify import verify_main  # noqa: PLC0415 - keeps service start-up light
 
         return verify_main()
+    if args.command == "status":
+        from caracal.status import status_main  # noqa: PLC0415
+
+        return status_main(as_json=args.json)
     return run_up()
 
 

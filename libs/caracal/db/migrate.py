@@ -38,6 +38,15 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(_config()).get_current_head()
 
 
+def revisions_behind(current: str | None) -> list[str] | None:
+    """The revisions the code ships beyond `current`, oldest first; None when `current` is unknown
+    to this code (a newer release migrated the database)."""
+    script = ScriptDirectory.from_config(_config())
+    if current is not None and current not in {rev.revision for rev in script.walk_revisions()}:
+        return None
+    return [rev.revision for rev in reversed(list(script.iterate_revisions("head", current)))]
+
+
 def _current(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 

@@ -147,33 +147,6 @@ async def _record_requeued(conn: AsyncConnection, ids: list[str], caller: Caller
         )
 
 
-async def outbox_health(conn: AsyncConnection) -> dict[str, Any]:
-    """The contract's outbox gauges plus pending counts and oldest ages per stream."""
-    rows = (
-        await conn.execute(
-            text(
-                """
-        SELECT stream_name,
-               count(*) FILTER (WHERE dead_at IS NULL) AS pending,
-               count(*) FILTER (WHERE dead_at IS NOT NULL) AS dead,
-               EXTRACT(EPOCH FROM now() - min(created_at) FILTER (WHERE dead_at IS NULL)) AS oldest_pending,
-               EXTRACT(EPOCH FROM now() - min(dead_at) FILTER (WHERE dead_at IS NOT NULL)) AS oldest_dead
-          FROM event_outbox WHERE dispatched_at IS NULL GROUP BY stream_name
-        """
-            )
-        )
-    ).all()
-    return {
-        row.stream_name: {
-            "pending": row.pending,
-            "dead": row.dead,
-            "oldest_pending": float(row.oldest_pending or 0),
-            "oldest_dead": float(row.oldest_dead or 0),
-        }
-        for row in rows
-    }
-
-
 async def dead_count(conn: AsyncConnection) -> int:
     query = select(func.count()).where(
         event_outbox.c.dispatched_at.is_(None), event_outbox.c.dead_at.is_not(None)
