@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from caracal.db.tables.outbox import event_outbox
 from caracal.events import CHANGES, Scalar
 from caracal.ids import new_id
+from caracal.telemetry import current_traceparent
 
 # built once; txid and seq come from the column defaults (the writing transaction, commit order)
 _INSERT = insert(event_outbox)
@@ -34,7 +35,13 @@ async def record_event(
     outbox_id = new_id()
     await conn.execute(
         _INSERT,
-        {"id": outbox_id, "stream_name": stream, "payload_json": dict(payload), "request_id": request_id},
+        {
+            "id": outbox_id,
+            "stream_name": stream,
+            "payload_json": dict(payload),
+            "request_id": request_id,
+            "traceparent": current_traceparent(),  # NULL unless the writer is traced
+        },
     )
     return outbox_id
 
@@ -43,8 +50,8 @@ async def record_event(
 # count); WITH ORDINALITY keeps the given order in `seq`, which is the order the stream gets.
 _INSERT_MANY = text(
     """
-    INSERT INTO event_outbox (id, stream_name, payload_json, request_id)
-    SELECT e.id, :stream, e.payload::jsonb, :request_id
+    INSERT INTO event_outbox (id, stream_name, payload_json, request_id, traceparent)
+    SELECT e.id, :stream, e.payload::jsonb, :request_id, :traceparent
       FROM unnest(CAST(:ids AS text[]), CAST(:payloads AS text[])) WITH ORDINALITY AS e(id, payload, n)
      ORDER BY e.n
     """
@@ -68,6 +75,7 @@ async def record_events(
                 "ids": ids,
                 "payloads": [json.dumps(dict(payload)) for payload in payloads],
                 "request_id": request_id,
+                "traceparent": current_traceparent(),
             },
         )
     return ids

@@ -179,7 +179,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         worker_id=reader.text("WORKER_ID") or f"{socket.gethostname()}:{os.getpid()}",
         data_dir=Path(reader.text("CARACAL_DATA_DIR") or ".caracal"),
         reaper_interval_ms=reader.integer("CARACAL_REAPER_INTERVAL_MS", 60_000, 10, 86_400_000),
-        otel_traces_exporter=reader.choice("OTEL_TRACES_EXPORTER", "none", TRACE_EXPORTERS),
+        otel_traces_exporter=reader.choice(
+            "OTEL_TRACES_EXPORTER",
+            "otlp" if reader.text("OTEL_EXPORTER_OTLP_ENDPOINT") else "none",
+            TRACE_EXPORTERS,
+        ),
         oauth_token_timeout_ms=reader.integer("CARACAL_OAUTH_TOKEN_TIMEOUT_MS", 15_000, 100, 15_000),
         oauth_token_ca_file=_readable_file(
             "CARACAL_OAUTH_TOKEN_CA_FILE", reader.text("CARACAL_OAUTH_TOKEN_CA_FILE")

@@ -248,3 +248,12 @@ def test_rego_engine_settings_are_read_and_bounded() -> None:
         load_settings({**VALID, "CARACAL_REGO_WORKERS": "0"})
     with pytest.raises(SettingsError, match="^CARACAL_POLICY_MAX_BYTES: must be between"):
         load_settings({**VALID, "CARACAL_POLICY_MAX_BYTES": "2000000"})
+
+
+def test_an_otlp_endpoint_alone_turns_on_the_otlp_exporter() -> None:
+    """OTEL_EXPORTER_OTLP_ENDPOINT selects `otlp`; OTEL_TRACES_EXPORTER still wins; neither: none."""
+    endpoint = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}
+    assert load_settings(VALID).otel_traces_exporter == "none"
+    assert load_settings({**VALID, **endpoint}).otel_traces_exporter == "otlp"
+    both = {**VALID, **endpoint, "OTEL_TRACES_EXPORTER": "none"}
+    assert load_settings(both).otel_traces_exporter == "none"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from opentelemetry import trace
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -13,7 +14,7 @@ from caracal.db.engine import create_engine
 from caracal.db.migrate import wait_for_schema
 from caracal.outbox import WAKE_CHANNEL
 from caracal.settings import Settings
-from caracal.telemetry import configure_logging
+from caracal.telemetry import configure_logging, configure_tracing
 from caracal.worker import StopSignal, poll_loop, run_until_stopped, sleep_until
 from caracal_dispatcher.dispatcher import Dispatcher
 from caracal_dispatcher.leases import StreamLeases
@@ -45,7 +46,7 @@ async def schema_ready(settings: Settings, stop: StopSignal) -> bool:
         await engine.dispose()
 
 
-async def run(settings: Settings) -> None:
+async def run(settings: Settings, traced: bool = False) -> None:
     database_url, redis_url = settings.require_servers()
     stop = StopSignal()
     stop.install()
@@ -54,7 +55,12 @@ async def run(settings: Settings) -> None:
     leases = StreamLeases(database_url, settings.db_statement_timeout_ms)
     dispatcher = Dispatcher(
         settings,
-        StreamPublisher(redis, settings.streams_hmac_key, settings.outbox_stream_maxlen),
+        StreamPublisher(
+            redis,
+            settings.streams_hmac_key,
+            settings.outbox_stream_maxlen,
+            trace.get_tracer("caracal.dispatcher") if traced else None,
+        ),
         leases,
     )
     wake = asyncio.Event()
@@ -88,7 +94,7 @@ async def run(settings: Settings) -> None:
 def main() -> None:
     settings = settings_or_exit()
     configure_logging(settings.log_level, "dispatcher")
-    asyncio.run(run(settings))
+    asyncio.run(run(settings, configure_tracing("dispatcher", settings.otel_traces_exporter)))
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ PENDING_STREAMS = """
 # Only rows whose transaction is older than every transaction still running: no earlier
 # transaction can commit into this stream's past after we publish. ($1 stream, $2 batch size)
 _PENDING_ROWS = """
-    SELECT id, payload_json::text AS payload, txid::text AS tx, seq, attempts,
+    SELECT id, payload_json::text AS payload, txid::text AS tx, seq, attempts, traceparent,
            EXTRACT(EPOCH FROM available_at - now())::float8 AS wait_s,
            (EXTRACT(EPOCH FROM now() - created_at) * 1000)::float8 AS age_ms
       FROM event_outbox
@@ -140,7 +140,9 @@ _decode_payload = msgspec.json.Decoder(dict[str, Any]).decode
 
 
 def _event(row: Any) -> PendingEvent:
-    return PendingEvent(row["id"], int(row["tx"]), int(row["seq"]), _decode_payload(row["payload"]))
+    return PendingEvent(
+        row["id"], int(row["tx"]), int(row["seq"]), _decode_payload(row["payload"]), row["traceparent"]
+    )
 
 
 class Dispatcher:

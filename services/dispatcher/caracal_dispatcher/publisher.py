@@ -6,9 +6,11 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import msgspec
+from opentelemetry.trace import Link, SpanKind, Tracer
 from redis.asyncio import Redis
 
 from caracal.events import hwm_key, stats_key, stream_entry
+from caracal.telemetry import link_to
 
 # KEYS: stream, high-water mark, stats.
 # ARGV: maxlen, lag_ms, origin, and the batch as one JSON array of [txid, seq, [field, value, ...]]
@@ -62,11 +64,28 @@ class PendingEvent(NamedTuple):
     txid: int
     seq: int
     payload: dict[str, Any]
+    traceparent: str | None = None  # the writing request's trace context, if it was traced
+
+
+def _entry(key: bytes | None, stream: str, event: PendingEvent) -> list[str]:
+    """The signed entry; a traced row adds its `traceparent` field (under `_sig` like every field)."""
+    payload = (
+        event.payload if event.traceparent is None else {**event.payload, "traceparent": event.traceparent}
+    )
+    return _flat(stream_entry(key, stream, event.id, payload))
+
+
+def _links(events: Sequence[PendingEvent]) -> list[Link]:
+    """One link per traced row: a batch carries many requests' events, so it is the child of none."""
+    return [link for event in events if (link := link_to(event.traceparent)) is not None]
 
 
 class StreamPublisher:
-    def __init__(self, redis: Redis, hmac_key: bytes | None, maxlen: int) -> None:
+    def __init__(
+        self, redis: Redis, hmac_key: bytes | None, maxlen: int, tracer: Tracer | None = None
+    ) -> None:
         self.redis = redis
+        self.tracer = tracer  # None while tracing is off: a batch then opens no span at all
         self.hmac_key = hmac_key
         self.maxlen = maxlen
         self.script = redis.register_script(PUBLISH_BATCH)
@@ -76,16 +95,23 @@ class StreamPublisher:
         """Add the batch; entries at or below the stream's high-water mark are skipped (counted in stats)."""
         if not self.origin:
             raise RuntimeError("publisher has no origin: read outbox_origin first")
-        batch = [
-            (
-                str(event.txid),
-                str(event.seq),
-                _flat(stream_entry(self.hmac_key, stream, event.id, event.payload)),
-            )
-            for event in events
-        ]
+        batch = [(str(event.txid), str(event.seq), _entry(self.hmac_key, stream, event)) for event in events]
         args: list[str | int | bytes] = [self.maxlen, lag_ms, self.origin, _encode(batch)]
-        await self.script(keys=[stream, hwm_key(stream), stats_key(stream)], args=args)
+        keys = [stream, hwm_key(stream), stats_key(stream)]
+        if self.tracer is None:
+            await self.script(keys=keys, args=args)
+            return
+        with self.tracer.start_as_current_span(
+            f"publish {stream}",
+            kind=SpanKind.PRODUCER,
+            links=_links(events),
+            attributes={
+                "messaging.system": "redis",
+                "messaging.destination.name": stream,
+                "messaging.batch.message_count": len(events),
+            },
+        ):
+            await self.script(keys=keys, args=args)
 
     async def high_water_mark(self, stream: str) -> tuple[int, int] | None:
         tx, seq, origin = await self.redis.hmget(hwm_key(stream), ["tx", "seq", "origin"])

@@ -11,7 +11,7 @@ from caracal.cli import settings_or_exit
 from caracal.db.engine import create_engine
 from caracal.db.migrate import wait_for_schema
 from caracal.settings import Settings
-from caracal.telemetry import configure_logging
+from caracal.telemetry import configure_logging, configure_tracing
 from caracal.worker import StopSignal, poll_loop, run_until_stopped
 from caracal_reaper.jobs import JOBS
 from caracal_reaper.runner import Reaper
@@ -46,6 +46,7 @@ async def run(settings: Settings) -> None:
 def main() -> None:
     settings = settings_or_exit()
     configure_logging(settings.log_level, "reaper")
+    configure_tracing("reaper", settings.otel_traces_exporter)
     asyncio.run(run(settings))
 
 

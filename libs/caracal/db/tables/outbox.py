@@ -46,6 +46,7 @@ event_outbox = Table(
     Column("txid", Xid8(), nullable=False, server_default=text("pg_current_xact_id()")),
     Column("seq", BigInteger, Identity(always=True), nullable=False),
     Column("dead_at", TS),
+    Column("traceparent", Text),  # the writer's W3C trace context when it was traced (0008)
     PrimaryKeyConstraint("id", name=EVENT_OUTBOX_PKEY),
     info=aggregate("outbox_event"),
 )
