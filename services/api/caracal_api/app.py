@@ -19,7 +19,6 @@ from redis.asyncio import Redis
 
 from caracal.db.engine import create_engine
 from caracal.settings import Settings
-from caracal.telemetry import instrument_clients
 from caracal_api.errors import handle_exception
 from caracal_api.hooks import before_v1, strict_body
 from caracal_api.metrics import HttpMetrics
@@ -66,6 +65,7 @@ def create_app(
     res = resources or build_resources(settings)
     http_metrics = HttpMetrics()
     res.audit.on_drop = http_metrics.audit_dropped.inc
+    http_metrics.watch_pool(res.engine)
 
     @asynccontextmanager
     async def lifespan(_app: Litestar) -> AsyncIterator[None]:
@@ -129,7 +129,6 @@ def create_app(
     )
     if tracer is None and settings.otel_traces_exporter != "none":
         tracer = trace.get_tracer("caracal.api")
-        instrument_clients(res.engine, (res.redis, res.limits.redis))
     return RequestContext(app, res, http_metrics, tracer)
 
 

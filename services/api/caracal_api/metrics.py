@@ -1,19 +1,27 @@
-"""Prometheus text exposition: HTTP counters of every worker, outbox gauges and dispatch counters."""
+"""Prometheus text exposition: HTTP counters and pool gauges of every worker, outbox gauges and
+dispatch counters, the reaper's figures per job and the audit sealer's backlog."""
 
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
     generate_latest,
     multiprocess,
 )
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
+
+from caracal.reaper_stats import UnsealedTail
 
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -67,6 +75,31 @@ class HttpMetrics:
             "Audit rows of failed requests dropped because the audit queue was full.",
             registry=self.registry,
         )
+        # livesum: the replica's figure is the sum over its live workers (a restarted worker's old
+        # values are dropped by the supervisor, prometheus_client's mark_process_dead)
+        self.pool = {
+            figure: Gauge(
+                f"caracal_api_db_pool_{figure}",
+                help_text,
+                registry=self.registry,
+                multiprocess_mode="livesum",
+            )
+            for figure, help_text in (
+                ("connections", "Database connections the workers' pools may hold."),
+                ("in_use", "Database connections checked out of the pools now."),
+                ("waiting", "Requests waiting for a free database connection now."),
+            )
+        }
+
+    def watch_pool(self, engine: AsyncEngine) -> None:
+        """Keep the pool gauges current as connections are checked out and in."""
+        pool = engine.sync_engine.pool
+        if not isinstance(pool, QueuePool):
+            return
+        watch = _WATCHES.get(pool) or _PoolWatch(pool)
+        _WATCHES[pool] = watch
+        watch.gauges = self.pool
+        self.pool["connections"].set(pool.size())
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         method = method_label(method)
@@ -82,13 +115,19 @@ class HttpMetrics:
         yield from generate_latest(registry).decode().splitlines()
 
 
+def _number(value: float) -> str:
+    """Every digit (`%g` would print a Unix time or a large counter as 1.76e+09)."""
+    value = float(value)
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
 def gauge(name: str, help_text: str, value: float, kind: str = "gauge") -> list[str]:
-    return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value:g}"]
+    return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {_number(value)}"]
 
 
 def per_stream(name: str, help_text: str, values: Mapping[str, float], kind: str = "gauge") -> list[str]:
     lines = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-    lines.extend(f"{name}{_labels(stream=stream)} {value:g}" for stream, value in sorted(values.items()))
+    lines.extend(f"{name}{_labels(stream=s)} {_number(value)}" for s, value in sorted(values.items()))
     return lines
 
 
@@ -145,4 +184,68 @@ def outbox_lines(
         "Commit-to-stream lag of the last dispatched batch.",
         {stream: float(stats.get("last_lag_ms", 0)) / 1000 for stream, stats in dispatch.items()},
     )
+    return lines
+
+
+class _PoolWatch:
+    """Installed once per pool (tests build many apps on one engine); the latest app's gauges count."""
+
+    def __init__(self, pool: QueuePool) -> None:
+        self.gauges: dict[str, Gauge] = {}
+        in_pool = pool.checkedout
+        # the checkout event comes after the connection left the pool, checkin before it is back
+        event.listen(pool, "checkout", lambda *_: self.gauges["in_use"].set(in_pool()))
+        event.listen(pool, "checkin", lambda *_: self.gauges["in_use"].set(in_pool() - 1))
+        get = pool._do_get
+
+        def counted_get() -> ConnectionPoolEntry:
+            """QueuePool's blocking get (no event marks its start): waiters are counted around it."""
+            if pool.checkedin() > 0:
+                return get()
+            self.gauges["waiting"].inc()
+            try:
+                return get()
+            finally:
+                self.gauges["waiting"].dec()
+
+        setattr(pool, "_do_get", counted_get)  # noqa: B010 - an instance's override of the pool's own method
+
+
+_WATCHES: weakref.WeakKeyDictionary[QueuePool, _PoolWatch] = weakref.WeakKeyDictionary()
+
+
+def sealer_lines(tail: UnsealedTail | None) -> list[str]:
+    if tail is None:
+        return []
+    return [
+        *gauge("caracal_audit_unsealed_rows", "Admin audit rows the sealer has not chained yet.", tail.rows),
+        *gauge(
+            "caracal_audit_oldest_unsealed_age_seconds",
+            "How long the oldest unsealed admin audit row has waited.",
+            tail.oldest_age_s,
+        ),
+    ]
+
+
+REAPER_SERIES = (
+    ("runs", "caracal_reaper_job_runs_total", "Completed runs of each reaper job.", "counter"),
+    ("rows", "caracal_reaper_job_rows_total", "Rows each reaper job changed or removed.", "counter"),
+    ("events", "caracal_reaper_job_events_total", "Outbox events each reaper job wrote.", "counter"),
+    ("failures", "caracal_reaper_job_failures_total", "Failed runs of each reaper job.", "counter"),
+    (
+        "last_success",
+        "caracal_reaper_job_last_success_timestamp_seconds",
+        "When each reaper job last completed a run (Unix time).",
+        "gauge",
+    ),
+)
+
+
+def reaper_lines(stats: Mapping[str, Mapping[str, float]]) -> list[str]:
+    lines: list[str] = []
+    for figure, name, help_text, kind in REAPER_SERIES:
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+        lines.extend(
+            f"{name}{_labels(job=job)} {_number(got.get(figure, 0))}" for job, got in sorted(stats.items())
+        )
     return lines

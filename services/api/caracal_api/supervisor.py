@@ -18,6 +18,9 @@ import sys
 import tempfile
 import time
 from types import FrameType
+from typing import Any, cast
+
+from prometheus_client import multiprocess
 
 from caracal.settings import Settings
 
@@ -98,6 +101,8 @@ class Supervisor:
             log.error(
                 "api worker %d (pid %d) stopped: %s; restarting", index, process.pid, _describe_exit(code)
             )
+            # its pool gauges (livesum) must not count in the replica's figures any more
+            cast("Any", multiprocess.mark_process_dead)(process.pid, self.metrics_dir)  # untyped upstream
             time.sleep(RESTART_DELAY_S)
             self.workers[index] = _start_worker(index, self.sock, self.metrics_dir, self.pool_size)
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
-from opentelemetry import trace
 from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from caracal.outbox import send_wake_hint
+from caracal.reaper_stats import record_failure, record_success
 from caracal.settings import Settings
 from caracal_reaper.job import Job, JobReport
 
@@ -40,7 +41,6 @@ class Reaper:
         self.interval = settings.reaper_interval_ms / 1000
         self.stopping = stopping
         self.due = {job.name: 0.0 for job in self.jobs}
-        self.tracer = trace.get_tracer("caracal.reaper")  # no-op spans until tracing is configured
 
     async def run_due(self) -> float:
         """Run every job that is due; returns how long until the next one is."""
@@ -55,7 +55,10 @@ class Reaper:
             report = await self.run_job(job)
         except Exception:
             log.exception("%s: failed; next attempt in %.1f s", job.name, self.interval)
+            await self._count(record_failure(self.redis, job.name))
             return False
+        if report.ran:
+            await self._count(record_success(self.redis, job.name, report.changed, report.events))
         if report.changed or report.events:
             log.info(
                 "%s: %d rows in %d batches, %d events%s",
@@ -68,16 +71,7 @@ class Reaper:
         return report.more
 
     async def run_job(self, job: Job) -> JobReport:
-        """One run of `job`, a span when tracing is on (the events it writes carry its traceparent)."""
-        with self.tracer.start_as_current_span(f"reaper {job.name}") as span:
-            report = await self._run_locked(job)
-            span.set_attribute("caracal.reaper.ran", report.ran)
-            span.set_attribute("caracal.reaper.rows_changed", report.changed)
-            span.set_attribute("caracal.reaper.events", report.events)
-            return report
-
-    async def _run_locked(self, job: Job) -> JobReport:
-        """Under the job's lock (a session lock, so it dies with a lost connection)."""
+        """One run of `job` under its lock (a session lock, so it dies with a lost connection)."""
         async with self.engine.connect() as conn:
             locked = (await conn.execute(_TRY_LOCK, {"k": job.lock_key})).scalar()
             await conn.commit()
@@ -99,6 +93,13 @@ class Reaper:
                 await self._wake_dispatchers()
             if not outcome.more or time.monotonic() >= deadline or self.stopping():
                 return JobReport(job.name, True, batches, changed, events, outcome.more)
+
+    async def _count(self, recording: Coroutine[Any, Any, None]) -> None:
+        """The job's figures for /metrics; Redis being away must not stop the clean-up itself."""
+        try:
+            await recording
+        except Exception as exc:
+            log.warning("reaper: could not record the job's figures: %r", exc)
 
     async def _wake_dispatchers(self) -> None:
         """The hint the API sends after its commits; if lost, the dispatcher's poll finds the events."""

@@ -13,12 +13,12 @@ from redis.exceptions import RedisError
 
 from caracal.db.engine import reading
 from caracal.db.migrate import head_revision, revision_of
-from caracal.domain.dead_letters import dead_count
+from caracal.domain.dead_letters import dead_count, outbox_health
 from caracal.errors import CaracalError, Unavailable
-from caracal.events import CONTRACT_STREAMS
-from caracal.health_facts import dispatch_stats, outbox_health
+from caracal.events import CONTRACT_STREAMS, stats_key
+from caracal.reaper_stats import UnsealedTail, job_stats, unsealed_tail
 from caracal_api.auth import client_ip
-from caracal_api.metrics import HttpMetrics, outbox_lines
+from caracal_api.metrics import HttpMetrics, outbox_lines, reaper_lines, sealer_lines
 from caracal_api.ratelimit import minute_key, seconds_left_in_minute
 from caracal_api.resources import ResourcesDep, provide_resources
 
@@ -77,13 +77,17 @@ async def metrics(request: Request[Any, Any, Any], res: ResourcesDep) -> Respons
         return Response({"error": "unauthorized"}, status_code=401, media_type=MediaType.JSON)
     http: HttpMetrics = request.app.state.http_metrics
     lines = list(http.render())
+    health_by_stream: dict[str, Any] = {}
+    tail: UnsealedTail | None = None
     try:
         async with reading(res.engine) as conn:
             health_by_stream = await outbox_health(conn)
+            tail = await unsealed_tail(conn)
     except CaracalError:
-        health_by_stream = {}
+        pass  # the database's gauges are left out; the scrape still has every worker's counters
     streams = sorted(set(CONTRACT_STREAMS) | set(health_by_stream))
     lines += outbox_lines(health_by_stream, await _dispatch_stats(res, streams))
+    lines += sealer_lines(tail) + reaper_lines(await _reaper_stats(res))
     return Response("\n".join(lines) + "\n", media_type=PROMETHEUS)
 
 
@@ -97,7 +101,22 @@ def _metrics_allowed(bearer: str | None, authorization: str | None) -> bool:
 
 async def _dispatch_stats(res: ResourcesDep, streams: list[str]) -> dict[str, dict[str, Any]]:
     try:
-        return await dispatch_stats(res.redis, streams)
+        async with res.redis.pipeline(transaction=False) as pipe:
+            for stream in streams:
+                pipe.hgetall(stats_key(stream))
+            found = await pipe.execute()
     except Exception as exc:
         log.warning("dispatch counters unavailable: %r", exc)
+        return {}
+    return {
+        stream: {k.decode() if isinstance(k, bytes) else k: v for k, v in stats.items()}
+        for stream, stats in zip(streams, found, strict=True)
+    }
+
+
+async def _reaper_stats(res: ResourcesDep) -> dict[str, dict[str, float]]:
+    try:
+        return await job_stats(res.redis)
+    except Exception as exc:
+        log.warning("reaper figures unavailable: %r", exc)
         return {}
