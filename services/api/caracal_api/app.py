@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 
 from caracal.db.engine import create_engine
 from caracal.settings import Settings
+from caracal.telemetry import instrument_clients
 from caracal_api.errors import handle_exception
 from caracal_api.hooks import before_v1, strict_body
 from caracal_api.metrics import HttpMetrics
@@ -129,6 +130,7 @@ def create_app(
     )
     if tracer is None and settings.otel_traces_exporter != "none":
         tracer = trace.get_tracer("caracal.api")
+        instrument_clients(res.engine, (res.redis, res.limits.redis))
     return RequestContext(app, res, http_metrics, tracer)
 
 

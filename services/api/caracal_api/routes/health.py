@@ -13,9 +13,10 @@ from redis.exceptions import RedisError
 
 from caracal.db.engine import reading
 from caracal.db.migrate import head_revision, revision_of
-from caracal.domain.dead_letters import dead_count, outbox_health
+from caracal.domain.dead_letters import dead_count
 from caracal.errors import CaracalError, Unavailable
-from caracal.events import CONTRACT_STREAMS, stats_key
+from caracal.events import CONTRACT_STREAMS
+from caracal.health_facts import dispatch_stats, outbox_health
 from caracal.reaper_stats import UnsealedTail, job_stats, unsealed_tail
 from caracal_api.auth import client_ip
 from caracal_api.metrics import HttpMetrics, outbox_lines, reaper_lines, sealer_lines
@@ -101,17 +102,10 @@ def _metrics_allowed(bearer: str | None, authorization: str | None) -> bool:
 
 async def _dispatch_stats(res: ResourcesDep, streams: list[str]) -> dict[str, dict[str, Any]]:
     try:
-        async with res.redis.pipeline(transaction=False) as pipe:
-            for stream in streams:
-                pipe.hgetall(stats_key(stream))
-            found = await pipe.execute()
+        return await dispatch_stats(res.redis, streams)
     except Exception as exc:
         log.warning("dispatch counters unavailable: %r", exc)
         return {}
-    return {
-        stream: {k.decode() if isinstance(k, bytes) else k: v for k, v in stats.items()}
-        for stream, stats in zip(streams, found, strict=True)
-    }
 
 
 async def _reaper_stats(res: ResourcesDep) -> dict[str, dict[str, float]]:
