@@ -19,6 +19,7 @@ from caracal.domain.admin_tokens import seed_env_token
 from caracal.settings import Settings, load_settings
 from caracal_api.app import create_app
 from caracal_api.resources import Resources
+from tests.log_scan import no_secret_in_any_log  # noqa: F401 - the session-end secret scan
 from tests.support import ADMIN_TOKEN, Servers, real_servers, service_env, with_database
 
 TEST_DATABASE = "caracal_test"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
 import os
 import secrets
 import signal
@@ -25,6 +26,41 @@ ZONE_KEK_HEX = secrets.token_hex(32)  # seals provider secrets and provider-gran
 AUDIT_KEY_HEX = secrets.token_hex(32)  # chains the admin audit trail (caracal.audit_chain)
 BUNDLE_KEY_HEX = secrets.token_hex(32)  # Ed25519 seed signing policy bundles
 ADMIN_TOKEN = "cat_test_" + secrets.token_urlsafe(24)
+# Every log a test process wrote, and every secret the suite made: tests/log_scan.py checks at the
+# session's end that none of these values appears in any of these logs.
+SERVICE_LOGS: list[Path] = []
+SUITE_SECRETS: dict[str, str] = {
+    "admin token": ADMIN_TOKEN,
+    "CARACAL_KEK": KEK.partition(":")[2],
+    "STREAMS_HMAC_KEY": HMAC_KEY_HEX,
+    "AUDIT_HMAC_KEY": AUDIT_KEY_HEX,
+    "ZONE_KEK": ZONE_KEK_HEX,
+    "CARACAL_BUNDLE_SIGNING_KEY": BUNDLE_KEY_HEX,
+}
+
+
+def remember_secret(label: str, value: str) -> str:
+    """A secret a test made (a token, a client secret): no process log may contain it."""
+    SUITE_SECRETS[f"{label} #{len(SUITE_SECRETS)}"] = value
+    return value
+
+
+def readable(raw: str) -> str:
+    """A log as a person reads it: each JSON line becomes `level logger: message` (then its exception
+    text), so tests look for the message itself, not its JSON-escaped form; other lines stay as they are."""
+    lines = []
+    for line in raw.splitlines():
+        try:
+            event = json.loads(line) if line.startswith("{") else None
+        except ValueError:
+            event = None
+        if not isinstance(event, dict) or "message" not in event:
+            lines.append(line)
+            continue
+        lines.append(f"{event.get('level')} {event.get('logger')}: {event['message']}")
+        if "exception" in event:
+            lines.append(event["exception"])
+    return "\n".join(lines)
 
 
 async def eventually(
@@ -132,8 +168,22 @@ class Service:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def log(self) -> str:
+    def raw_log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def log(self) -> str:
+        """What the process logged, one readable line per event (see `readable`)."""
+        return readable(self.raw_log())
+
+    def events(self) -> list[dict[str, object]]:
+        """Its JSON log lines, decoded (lines that are not JSON, e.g. a crash's traceback, are skipped)."""
+        found = []
+        for line in self.raw_log().splitlines():
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                if isinstance(event, dict):
+                    found.append(event)
+        return found
 
     def wait_logged(self, text: str, timeout: float = 30) -> None:
         """Until the process has logged `text` (it fails at once if the process ends first)."""
@@ -161,6 +211,7 @@ def start_service(kind: str, env: dict[str, str], logdir: Path, *, tag: str = ""
         port = free_port()
         env["PORT"] = str(port)
     log_path = logdir / f"{kind}{tag}-{time.monotonic_ns()}.log"
+    SERVICE_LOGS.append(log_path)
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", f"caracal_{kind}"], env=env, stdout=log_file, stderr=subprocess.STDOUT

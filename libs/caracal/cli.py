@@ -80,7 +80,7 @@ def _migrate() -> int:
     from caracal.telemetry import configure_logging  # noqa: PLC0415
 
     settings = settings_or_exit()
-    configure_logging(settings.log_level, "migrate")
+    configure_logging(settings.log_level, "migrate", settings.log_format)
     settings.require_servers()
 
     async def go() -> list[str]:
@@ -122,6 +122,7 @@ def _secrets_file(data_dir: Path) -> tuple[dict[str, str], set[str]]:
 
 def _prepare_env(data_dir: Path) -> dict[str, str]:
     env = dict(os.environ)
+    env.setdefault("LOG_FORMAT", "text")  # a person reads `caracal up` at a terminal
     stored, generated = _secrets_file(data_dir)
     for name in GENERATED_SECRETS:
         if env.get(name) or env.get(f"{name}_FILE"):

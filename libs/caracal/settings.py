@@ -14,6 +14,7 @@ T = TypeVar("T")
 
 MODES = ("dev", "rc", "stable")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("json", "text")
 TRACE_EXPORTERS = ("none", "console", "otlp")
 _KEK_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
@@ -94,6 +95,7 @@ class Settings:
     zone_kek: bytes | None = None  # optional until providers hold secrets; caracal.sealing says so
     mode: str = "stable"
     log_level: str = "info"
+    log_format: str = "json"  # one JSON object per line; `caracal up` asks its children for text
     body_limit_bytes: int = 1_048_576
     v1_rate_limit_per_min: int = 600
     max_resources_per_zone: int = 100_000  # 0 disables the quota
@@ -166,6 +168,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         zone_kek=reader.parsed("ZONE_KEK", parse_zone_kek, None),
         mode=reader.choice("CARACAL_MODE", "stable", MODES),
         log_level=reader.choice("LOG_LEVEL", "info", LOG_LEVELS),
+        log_format=reader.choice("LOG_FORMAT", "json", LOG_FORMATS),
         body_limit_bytes=reader.integer("API_BODY_LIMIT_BYTES", 1_048_576, 1024, 1 << 30),
         v1_rate_limit_per_min=reader.integer("API_V1_RATE_LIMIT_PER_MIN", 600, 0, 10**9),
         max_resources_per_zone=reader.integer("API_MAX_RESOURCES_PER_ZONE", 100_000, 0, 10**9),

@@ -17,17 +17,22 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from caracal.logs import JsonFormatter
+
 log = logging.getLogger("caracal.telemetry")
 _PROPAGATOR = TraceContextTextMapPropagator()
 
 
-def configure_logging(level: str, process: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format=f"%(asctime)s %(levelname)s {process} %(name)s: %(message)s",
-        force=True,
+def configure_logging(level: str, process: str, log_format: str = "json") -> None:
+    """LOG_FORMAT `json`: one JSON object per line (caracal.logs); `text`: a line for a person.
+    Every logger, uvicorn's included (it is started without a log config), goes through this handler."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter(process)
+        if log_format == "json"
+        else logging.Formatter(f"%(asctime)s %(levelname)s {process} %(name)s: %(message)s")
     )
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     for noisy in ("asyncio", "uvicorn.access", "alembic.runtime.migration"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 

@@ -257,3 +257,11 @@ def test_an_otlp_endpoint_alone_turns_on_the_otlp_exporter() -> None:
     assert load_settings({**VALID, **endpoint}).otel_traces_exporter == "otlp"
     both = {**VALID, **endpoint, "OTEL_TRACES_EXPORTER": "none"}
     assert load_settings(both).otel_traces_exporter == "none"
+
+
+def test_log_format_is_json_unless_text_is_asked_for() -> None:
+    """LOG_FORMAT: `json` by default (one object per line), `text` for a person; others are refused."""
+    assert load_settings(VALID).log_format == "json"
+    assert load_settings({**VALID, "LOG_FORMAT": "text"}).log_format == "text"
+    with pytest.raises(SettingsError, match="^LOG_FORMAT: "):
+        load_settings({**VALID, "LOG_FORMAT": "xml"})

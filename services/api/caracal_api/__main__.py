@@ -107,7 +107,7 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
 
 def main() -> None:
     settings = settings_or_exit()
-    configure_logging(settings.log_level, "api")
+    configure_logging(settings.log_level, "api", settings.log_format)
     configure_tracing("api", settings.otel_traces_exporter)
     settings.require_servers()
     inherited = os.environ.get(LISTEN_FD)

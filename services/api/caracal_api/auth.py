@@ -9,6 +9,7 @@ from urllib.parse import unquote
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
+from caracal import logs
 from caracal.db.engine import transaction
 from caracal.domain.admin_tokens import touch_last_used
 from caracal.domain.context import Actor, Caller
@@ -51,6 +52,7 @@ async def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: B
     res: Resources = connection.app.state.resources
     actor = await _authenticated(connection, res)
     connection.state.caller = Caller(actor, connection.state.request_id)
+    logs.bind_actor(actor.id)
     _check_scope(actor, connection, handler)
     _check_capability(actor, str(connection.scope.get("method", "GET")), handler)
     for value in connection.path_params.values():

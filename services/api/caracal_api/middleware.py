@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import time
 import uuid
@@ -15,10 +16,12 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from caracal import logs
 from caracal_api.audit_trail import request_row
 from caracal_api.metrics import HttpMetrics, method_label
 from caracal_api.resources import Resources
 
+access_log = logging.getLogger("caracal.api.access")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9_.\-:]{1,128}$")
 MUTATIONS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 SECURITY_HEADERS = [
@@ -96,6 +99,7 @@ class RequestContext:
         self.resources.start()
         request_id = request_id_from(scope)
         scope.setdefault("state", {})["request_id"] = request_id
+        bound = logs.bind_request(request_id, scope["path"])
         is_v1 = scope["path"].startswith("/v1/")
         status = 500
         started = time.perf_counter()
@@ -124,7 +128,11 @@ class RequestContext:
                 await self.app(asgi_scope, receive, send_with_headers)
             finally:
                 template = str(scope.get("path_template", "unmatched"))
-                self.metrics.observe(scope["method"], template, status, time.perf_counter() - started)
+                elapsed = time.perf_counter() - started
+                self.metrics.observe(scope["method"], template, status, elapsed)
+                # the path template, never the path: a query or segment may carry what must not be logged
+                access_log.info("%s %s %d %.1f ms", scope["method"], template, status, elapsed * 1000)
+                logs.unbind(bound)
                 if span is not None:
                     _describe(span, method_label(scope["method"]), template, status, request_id)
                 if is_v1 and _needs_queued_audit(scope, status):

@@ -93,7 +93,7 @@ async def run(settings: Settings, traced: bool = False) -> None:
 
 def main() -> None:
     settings = settings_or_exit()
-    configure_logging(settings.log_level, "dispatcher")
+    configure_logging(settings.log_level, "dispatcher", settings.log_format)
     asyncio.run(run(settings, configure_tracing("dispatcher", settings.otel_traces_exporter)))
 
 

@@ -45,7 +45,7 @@ async def run(settings: Settings) -> None:
 
 def main() -> None:
     settings = settings_or_exit()
-    configure_logging(settings.log_level, "reaper")
+    configure_logging(settings.log_level, "reaper", settings.log_format)
     configure_tracing("reaper", settings.otel_traces_exporter)
     asyncio.run(run(settings))
 

@@ -1,0 +1,95 @@
+"""JSON log lines, one per event, and who and what they are about.
+
+The API binds the request id, zone id and actor id in context variables per request, so a line
+logged deep in a domain function still names them; each request runs in its own task, so values never
+cross requests. The formatter writes a fixed set of fields: a record's `extra` attributes are never
+copied into the line, so nothing passed that way can leak a secret.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from contextvars import ContextVar, Token
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from opentelemetry import trace
+
+from caracal.ids import is_valid_param
+
+REQUEST_ID: ContextVar[str | None] = ContextVar("caracal_request_id", default=None)
+ZONE_ID: ContextVar[str | None] = ContextVar("caracal_zone_id", default=None)
+ACTOR_ID: ContextVar[str | None] = ContextVar("caracal_actor_id", default=None)
+ZONES_PREFIX = "/v1/zones/"
+
+
+def zone_in_path(path: str) -> str | None:
+    """The `<z>` of `/v1/zones/<z>/...`; a malformed segment is not logged as a zone."""
+    if not path.startswith(ZONES_PREFIX):
+        return None
+    segment = path[len(ZONES_PREFIX) :].partition("/")[0]
+    return segment if segment and is_valid_param(segment) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """What `bind_request` set, so the request's end puts the previous values back."""
+
+    request: Token[str | None]
+    zone: Token[str | None]
+    actor: Token[str | None]
+
+
+def bind_request(request_id: str, path: str) -> Bound:
+    return Bound(REQUEST_ID.set(request_id), ZONE_ID.set(zone_in_path(path)), ACTOR_ID.set(None))
+
+
+def unbind(bound: Bound) -> None:
+    ACTOR_ID.reset(bound.actor)
+    ZONE_ID.reset(bound.zone)
+    REQUEST_ID.reset(bound.request)
+
+
+def bind_actor(actor_id: str) -> None:
+    """Set by authentication once the caller is known (an admin token's id, never the token)."""
+    ACTOR_ID.set(actor_id)
+
+
+def current() -> dict[str, str]:
+    """The bound fields that have a value, under their log field names."""
+    fields = {"request_id": REQUEST_ID.get(), "zone_id": ZONE_ID.get(), "actor_id": ACTOR_ID.get()}
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+def trace_id() -> str | None:
+    """The current span's trace (also a caller's `traceparent` joined by a non-recording span)."""
+    context = trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else None
+
+
+class JsonFormatter(logging.Formatter):
+    """time, level, process, logger, message, the bound ids, trace_id, and exception text."""
+
+    def __init__(self, process: str) -> None:
+        super().__init__()
+        self.process = process
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, str] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "process": self.process,
+            "logger": record.name,
+            "message": record.getMessage(),
+            **current(),
+        }
+        if (found := trace_id()) is not None:
+            line["trace_id"] = found
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            line["exception"] = record.exc_text
+        if record.stack_info:
+            line["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(line, ensure_ascii=False)

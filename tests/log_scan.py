@@ -1,0 +1,41 @@
+"""The session's last check: no log a test process wrote contains any secret the suite made.
+
+Imported by tests/conftest.py as an autouse session fixture: it is set up before every other
+session fixture, so its teardown runs after all of them, when every process has stopped writing.
+A leak fails the run (an error at the session's teardown) naming the log and the secret."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+from tests.support import SERVICE_LOGS, SUITE_SECRETS
+
+
+def _forms(value: str) -> set[str]:
+    """The value as it may appear: itself, lowercased (hex), and JSON-escaped inside a string."""
+    return {value, value.lower(), json.dumps(value, ensure_ascii=False)[1:-1]}
+
+
+def leaks(logs: Iterable[Path], secrets: Mapping[str, str]) -> list[str]:
+    """`<log file>: <secret label>` for each secret found in each log."""
+    found = []
+    for path in logs:
+        if not path.exists():
+            continue
+        text = path.read_text(errors="replace")
+        lowered = text.lower()
+        for label, value in secrets.items():
+            if value and any(form in text or form in lowered for form in _forms(value)):
+                found.append(f"{path.name}: {label}")
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_log() -> Iterator[None]:
+    yield
+    leaked = leaks(SERVICE_LOGS, SUITE_SECRETS)
+    assert leaked == [], f"secrets in process logs: {leaked}"

@@ -1,0 +1,115 @@
+"""The JSON log line: fixed fields, the bound request context, escaping, exceptions, no `extra`."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+
+from caracal import logs
+from caracal.telemetry import configure_logging
+
+
+@pytest.fixture
+def emitted() -> Iterator[io.StringIO]:
+    """A logger whose lines go through the JSON formatter into a buffer."""
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(logs.JsonFormatter("api"))
+    logger = logging.getLogger("caracal.test.logging")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield buffer
+    finally:
+        logger.removeHandler(handler)
+
+
+def _lines(buffer: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in buffer.getvalue().splitlines()]
+
+
+def test_a_line_has_time_level_process_logger_and_message_and_nothing_unbound(
+    emitted: io.StringIO,
+) -> None:
+    logging.getLogger("caracal.test.logging").warning("zone %s is %d%% full", "z1", 90)
+    [line] = _lines(emitted)
+    assert set(line) == {"time", "level", "process", "logger", "message"}
+    assert (line["level"], line["process"], line["logger"]) == ("warning", "api", "caracal.test.logging")
+    assert line["message"] == "zone z1 is 90% full"
+    assert line["time"].endswith("+00:00") and "T" in line["time"]
+
+
+def test_quotes_backslashes_and_newlines_stay_on_one_line_and_decode_back(emitted: io.StringIO) -> None:
+    message = 'said "hi"\\ then\nleft\t{}'
+    logging.getLogger("caracal.test.logging").info("%s", message)
+    assert emitted.getvalue().count("\n") == 1
+    assert _lines(emitted)[0]["message"] == message
+
+
+def test_the_exception_text_is_one_field_of_the_line(emitted: io.StringIO) -> None:
+    try:
+        raise ValueError("boom-42")
+    except ValueError:
+        logging.getLogger("caracal.test.logging").exception("failed")
+    [line] = _lines(emitted)
+    assert line["message"] == "failed"
+    assert "Traceback" in line["exception"] and "ValueError: boom-42" in line["exception"]
+
+
+def test_extra_attributes_are_never_written(emitted: io.StringIO) -> None:
+    """Only the fixed fields: a secret passed as `extra` does not reach the line."""
+    logging.getLogger("caracal.test.logging").info("login", extra={"password": "pw-s3cret", "token": "t"})
+    assert "pw-s3cret" not in emitted.getvalue()
+    assert set(_lines(emitted)[0]) == {"time", "level", "process", "logger", "message"}
+
+
+def test_the_bound_request_zone_and_actor_ids_are_fields_until_unbound(emitted: io.StringIO) -> None:
+    logger = logging.getLogger("caracal.test.logging")
+    bound = logs.bind_request("req-1", "/v1/zones/zone-7/applications")
+    logs.bind_actor("token-9")
+    logger.info("inside")
+    logs.unbind(bound)
+    logger.info("after")
+    inside, after = _lines(emitted)
+    assert (inside["request_id"], inside["zone_id"], inside["actor_id"]) == ("req-1", "zone-7", "token-9")
+    assert not {"request_id", "zone_id", "actor_id"} & set(after)
+
+
+@pytest.mark.parametrize(
+    ("path", "zone"),
+    [
+        ("/v1/zones/z1", "z1"),
+        ("/v1/zones/z1/resources/r", "z1"),
+        ("/v1/zones", None),
+        ("/v1/zones//x", None),
+        ("/v1/zones/a%20b/x", None),
+        ("/health", None),
+    ],
+)
+def test_the_zone_id_is_the_zones_path_segment_when_it_is_well_formed(path: str, zone: str | None) -> None:
+    assert logs.zone_in_path(path) == zone
+
+
+def test_the_trace_id_of_the_current_span_is_a_field(emitted: io.StringIO) -> None:
+    tracer = TracerProvider().get_tracer("test")
+    with tracer.start_as_current_span("work") as span:
+        logging.getLogger("caracal.test.logging").info("traced")
+    assert _lines(emitted)[0]["trace_id"] == format(span.get_span_context().trace_id, "032x")
+
+
+def test_text_format_writes_a_plain_line(capsys: pytest.CaptureFixture[str]) -> None:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        configure_logging("info", "reaper", "text")
+        logging.getLogger("caracal.test.text").info("plain %s", "words")
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    assert " INFO reaper caracal.test.text: plain words" in capsys.readouterr().err
