@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import sys
+import time
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio import Redis
@@ -31,12 +33,15 @@ from caracal.health_facts import (
     outbox_health,
     stream_lengths,
 )
+from caracal.reaper_stats import LAST_SUCCESS, job_stats
 from caracal.settings import Settings
 from caracal.timefmt import iso_ms
 
 LAG_LIMIT_S = 60.0  # an event pending longer than this means its stream is not being published
 UNSEALED_LIMIT_S = 60.0  # the sealer runs every second; older unsealed rows mean it is not running
 REDIS_TIMEOUT_S = 2.0
+AUDIT_SEAL_INTERVAL_S = 1.0  # caracal_reaper.jobs.AUDIT_SEAL; the other jobs run every reaper interval
+STALLED_MIN_S = 60.0
 SAY_AFTER_S = 1.0  # "says what it is doing if it takes more than a moment"
 
 # What the reaper's jobs leave behind. "Overdue" allows two reaper intervals past each job's rule.
@@ -155,24 +160,45 @@ async def database_facts(
     return migration, streams, await reaper_facts(conn, settings)
 
 
-async def add_redis_facts(redis_url: str, streams: list[StreamFacts]) -> str:
-    """Fill each stream's Redis facts; returns "ok" or why Redis could not be read."""
-    names = [facts.stream for facts in streams]
+async def add_redis_facts(redis_url: str, status: Status, settings: Settings) -> None:
+    """Fill each stream's Redis facts and the reaper's last runs, or say why Redis could not be read."""
+    names = [facts.stream for facts in status.streams]
     client = Redis.from_url(redis_url, socket_connect_timeout=REDIS_TIMEOUT_S, socket_timeout=REDIS_TIMEOUT_S)
     try:
         stats = await dispatch_stats(client, names)
         lengths = await stream_lengths(client, names)
+        jobs = await job_stats(client)
     except Exception as exc:  # any failure to read is a fact to report, not a crash
-        return f"unreachable ({type(exc).__name__}: {exc})"
+        status.redis = f"unreachable ({type(exc).__name__}: {exc})"
+        return
     finally:
         await client.aclose()
-    for facts in streams:
+    for facts in status.streams:
         counters = stats.get(facts.stream, {})
         facts.length = lengths[facts.stream]
         facts.dispatched = int(counters.get("dispatched", 0))
         facts.failures = int(counters.get("failures", 0))
         facts.last_lag_s = float(counters["last_lag_ms"]) / 1000 if "last_lag_ms" in counters else None
-    return "ok"
+    status.reaper["last_runs"] = last_runs(jobs, settings)
+
+
+def last_runs(jobs: dict[str, dict[str, float]], settings: Settings) -> dict[str, dict[str, Any]]:
+    """Per reaper job (as the reaper reports to Redis after each run): its last success, how long
+    ago, and after how long without one it counts as stalled (three intervals, at least a minute)."""
+    now = time.time()
+    runs = {}
+    for job in REAPER_JOB_KEYS:
+        figures = jobs.get(job, {})
+        interval = AUDIT_SEAL_INTERVAL_S if job == "audit-seal" else settings.reaper_interval_ms / 1000
+        last = figures.get(LAST_SUCCESS)
+        runs[job] = {
+            "last_success": iso_ms(datetime.fromtimestamp(last, UTC)) if last else None,
+            "age_s": round(now - last, 3) if last else None,
+            "stalled_after_s": max(STALLED_MIN_S, 3 * interval),
+            "runs": int(figures.get("runs", 0)),
+            "failures": int(figures.get("failures", 0)),
+        }
+    return runs
 
 
 async def gather(settings: Settings) -> Status:
@@ -186,7 +212,7 @@ async def gather(settings: Settings) -> Status:
         await engine.dispose()
     status = Status(package_version(), database_label(database_url), migration, streams, reaper)
     if settings.redis_url:
-        status.redis = await add_redis_facts(settings.redis_url, status.streams)
+        await add_redis_facts(settings.redis_url, status, settings)
     else:
         status.redis = "not configured (REDIS_URL unset)"
     status.reasons = verdict_reasons(status)
@@ -217,7 +243,11 @@ def _stream_reasons(s: StreamFacts) -> list[str]:
 
 
 def _reaper_reasons(reaper: dict[str, Any]) -> list[str]:
-    reasons = []
+    reasons = [
+        f"reaper job {job} stalled: last success {run['age_s']:.0f} s ago"
+        for job, run in reaper.get("last_runs", {}).items()
+        if run["age_s"] is not None and run["age_s"] > run["stalled_after_s"]
+    ]
     if reaper["audit_unsealed"] and reaper["audit_oldest_unsealed_s"] > UNSEALED_LIMIT_S:
         reasons.append(
             f"audit sealer behind: oldest unsealed row {reaper['audit_oldest_unsealed_s']:.0f} s old"

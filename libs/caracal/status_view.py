@@ -93,11 +93,25 @@ def _reaper_lines(reaper: dict[str, object]) -> list[str]:
     oldest_h = float(str(reaper["outbox_oldest_dispatched_s"])) / 3600
     return [
         "Reaper",
-        f"  job locks held right now:  {jobs}",
+        f"  job locks held:   {jobs}",  # held only while a job runs: a snapshot
         f"  audit sealer:     newest sealed_at {reaper['audit_newest_sealed_at'] or 'never'}; "
         f"{reaper['audit_unsealed']} row(s) unsealed, oldest {reaper['audit_oldest_unsealed_s']:.0f} s",
         f"  outbox retention: oldest delivered row {oldest_h:.1f} h old (retention {retention_h:.0f} h)",
         f"  DCR collector:    newest archived DCR client {reaper['dcr_newest_archived_at'] or 'none'}; "
         f"{reaper['dcr_overdue']} overdue",
         f"  session reaper:   {reaper['sessions_overdue']} active session(s) overdue for expiry",
+        *_last_run_lines(reaper.get("last_runs")),
     ]
+
+
+def _last_run_lines(runs: object) -> list[str]:
+    """The reaper's own reports (Redis); absent when Redis could not be read."""
+    if not isinstance(runs, dict):
+        return ["  last runs:        unknown (Redis not read)"]
+    lines = []
+    for job, run in runs.items():
+        when = (
+            f"{run['last_success']} ({run['age_s']:.0f} s ago)" if run["last_success"] else "never reported"
+        )
+        lines.append(f"  last success:     {job:<15} {when}; {run['runs']} runs, {run['failures']} failures")
+    return lines

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,6 +13,7 @@ import asyncpg
 import httpx
 import pytest
 import pytest_asyncio
+from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -21,6 +23,7 @@ from caracal.db.locks import AUDIT_SEAL_LOCK_KEY, STREAM_LEASE_PREFIX
 from caracal.db.migrate import head_revision, revisions_behind
 from caracal.events import CHANGES, CONTRACT_STREAMS, SESSIONS_REVOKE
 from caracal.outbox import record_event
+from caracal.reaper_stats import REAPER_STATS_KEY, record_success
 from caracal.settings import Settings
 from tests.integration.api_helpers import make_zone
 from tests.support import service_env
@@ -135,7 +138,7 @@ async def test_status_screen_names_the_verdict_reasons_and_the_lease_holder(
     assert f"schema     up to date ({head_revision()})" in out
     assert f"caracal-dispatcher pid {dispatcher_session.get_server_pid()}" in out
     assert f"  - {SESSIONS_REVOKE}: 1 dead letter(s)" in out
-    assert "job locks held right now:  audit-seal (caracal-dispatcher pid" in out
+    assert "job locks held:   audit-seal (caracal-dispatcher pid" in out
     assert "verdict: degraded" in out
 
 
@@ -184,3 +187,24 @@ async def test_status_of_an_unreachable_database_exits_2_with_one_line_and_no_pa
     assert err.startswith("caracal status: cannot read the database at 127.0.0.1:1/caracal")
     assert len(err.strip().splitlines()) == 1
     assert "hunter2" not in err
+
+
+@pytest.mark.usefixtures("status_env")
+async def test_status_reports_the_reapers_last_runs_and_names_a_stalled_job(
+    engine: AsyncEngine, redis: Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await record_success(redis, "dcr-gc", rows=2, events=2)
+    await record_success(redis, "audit-seal", rows=5, events=0)
+    await redis.hset(REAPER_STATS_KEY, "audit-seal.last_success", f"{time.time() - 600:.3f}")
+    code, out, _ = await run_status(capsys, "--json")
+    runs = json.loads(out)["reaper"]["last_runs"]
+    assert code == 1
+    assert runs["dcr-gc"]["runs"] == 1
+    assert runs["dcr-gc"]["age_s"] < 60
+    assert runs["outbox-prune"]["last_success"] is None
+    assert 600 <= runs["audit-seal"]["age_s"] < 700
+    (reason,) = json.loads(out)["reasons"]
+    assert reason.startswith("reaper job audit-seal stalled: last success 6")
+    code, out, _ = await run_status(capsys)
+    assert "last success:     dcr-gc" in out
+    assert "outbox-prune    never reported" in out
