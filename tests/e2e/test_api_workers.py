@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import threading
@@ -27,16 +28,24 @@ def _workers(service: Service) -> list[int]:
     return [int(pid) for pid in children.read_text().split()] if children.exists() else []
 
 
-def _metric(service: Service, route: str) -> float:
-    """GET requests of `route` answered 200, summed by /metrics over every worker."""
+def _scrape(service: Service) -> str:
     import urllib.request
 
     with urllib.request.urlopen(f"{service.url}/metrics", timeout=5) as response:
-        body = response.read().decode()
+        return str(response.read().decode())
+
+
+def _metric(service: Service, route: str) -> float:
+    """GET requests of `route` answered 200, summed by /metrics over every worker."""
     pattern = (
         rf'^caracal_api_http_requests_total\{{method="GET",route="{re.escape(route)}",status="200"\}} (\S+)$'
     )
-    return sum(float(value) for value in re.findall(pattern, body, re.M))
+    return sum(float(value) for value in re.findall(pattern, _scrape(service), re.M))
+
+
+def _gauge(service: Service, name: str) -> float | None:
+    found = re.search(rf"^{name} (\S+)$", _scrape(service), re.M)
+    return float(found.group(1)) if found else None
 
 
 async def _running_api(
@@ -72,6 +81,39 @@ async def test_two_workers_migrate_once_and_metrics_count_every_worker(
 
     await eventually(all_counted, "every request counted", within=5)
     assert await asyncio.to_thread(_metric, api, "/health") == before + 200
+
+
+async def test_pool_gauges_sum_live_workers_and_routes_are_templates_across_workers(
+    servers: Servers, logdir: Path, started: list[Service]
+) -> None:
+    """Two workers of 3 connections: the pool size is 6 on whichever worker answers, and still 6
+    after a killed worker is replaced (the dead one's gauges are dropped, not added); a zone read
+    on either worker is counted under /v1/zones/{zone_id}."""
+    api, _ = await _running_api(
+        servers, logdir, started, "e2e_workers_pool", CARACAL_API_WORKERS="2", CARACAL_DB_POOL_MAX="6"
+    )
+    await eventually(lambda: api.log().count("Application startup complete") == 2, "both workers started")
+    for _ in range(10):
+        assert await asyncio.to_thread(_gauge, api, "caracal_api_db_pool_connections") == 6
+    assert (await asyncio.to_thread(_gauge, api, "caracal_api_db_pool_waiting")) == 0
+    status, zone = await asyncio.to_thread(call, api, "POST", "/v1/zones", {"name": "Pooled"})
+    assert status == 201
+    with ThreadPoolExecutor(8) as pool:
+        reads = list(pool.map(lambda _: call(api, "GET", f"/v1/zones/{zone['id']}")[0], range(40)))
+    assert reads == [200] * 40
+
+    async def reads_counted() -> bool:
+        return await asyncio.to_thread(_metric, api, "/v1/zones/{zone_id}") == 40
+
+    await eventually(reads_counted, "every zone read counted under its template", within=5)
+    assert zone["id"] not in await asyncio.to_thread(_scrape, api)
+
+    killed = _workers(api)[0]
+    os.kill(killed, signal.SIGKILL)
+    await eventually(lambda: len(_workers(api)) == 2 and killed not in _workers(api), "worker replaced")
+    await eventually(lambda: api.log().count("Application startup complete") == 3, "replacement started")
+    for _ in range(10):
+        assert await asyncio.to_thread(_gauge, api, "caracal_api_db_pool_connections") == 6
 
 
 async def test_sigterm_drains_every_worker_within_the_shutdown_timeout(
