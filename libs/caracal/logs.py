@@ -63,7 +63,7 @@ def current() -> dict[str, str]:
 
 
 def trace_id() -> str | None:
-    """The current span's trace (also a caller's `traceparent` joined by a non-recording span)."""
+    """The current span's trace, when there is a span (tracing on): a request's joins its caller's."""
     context = trace.get_current_span().get_span_context()
     return format(context.trace_id, "032x") if context.is_valid else None
 

@@ -30,6 +30,7 @@ from tests.support import (
 )
 
 pytestmark = pytest.mark.e2e
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
 async def _create(http: httpx.AsyncClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -93,15 +94,18 @@ async def test_an_api_request_logs_one_json_line_with_its_request_zone_and_actor
     servers: Servers, logdir: Path
 ) -> None:
     """The access line of `GET /v1/zones/<z>/applications` carries request_id (the caller's
-    X-Request-Id), zone_id, actor_id (the admin token's id) and the process, as JSON fields."""
-    env = service_env(await recreate_database(servers, "e2e_log_fields"), servers.redis_url)
+    X-Request-Id), zone_id, actor_id (the admin token's id), trace_id (the caller's `traceparent`
+    trace, joined by the traced API) and the process, as JSON fields."""
+    env = service_env(
+        await recreate_database(servers, "e2e_log_fields"), servers.redis_url, OTEL_TRACES_EXPORTER="console"
+    )
     api = start_service("api", env, logdir, tag="-fields")
     try:
         await asyncio.to_thread(wait_ready, api)
         async with httpx.AsyncClient(base_url=api.url, headers=bearer(ADMIN_TOKEN), timeout=30) as http:
             zone = await _create(http, "/v1/zones", {"name": "Logged"})
             me = await _create(http, "/v1/admin-tokens", {"name": "me", "scope": "global"})
-            headers = {**bearer(me["token"]), "X-Request-Id": "req-logged-7"}
+            headers = {**bearer(me["token"]), "X-Request-Id": "req-logged-7", "traceparent": TRACEPARENT}
             remember_secret("admin token made through the API", me["token"])
             response = await http.get(f"/v1/zones/{zone['id']}/applications", headers=headers)
             assert response.status_code == 200, response.text
@@ -111,6 +115,7 @@ async def test_an_api_request_logs_one_json_line_with_its_request_zone_and_actor
     [line] = [event for event in api.events() if event.get("request_id") == "req-logged-7"]
     assert (line["zone_id"], line["actor_id"], line["process"]) == (zone["id"], me["id"], "api")
     assert (line["logger"], line["level"]) == ("caracal.api.access", "info")
+    assert line["trace_id"] == TRACEPARENT.split("-")[1]
     assert me["token"] not in api.raw_log()
 
 
