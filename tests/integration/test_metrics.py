@@ -9,11 +9,12 @@ import time
 
 import httpx
 from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from caracal.db.engine import create_engine
 from caracal.settings import Settings
 from caracal_api.metrics import HttpMetrics
+from caracal_reaper.job import Job, Outcome
 from caracal_reaper.jobs import AUDIT_SEAL
 from caracal_reaper.runner import Reaper
 from tests.support import eventually
@@ -104,3 +105,31 @@ async def test_pool_gauges_count_connections_in_use_and_requests_waiting(setting
         assert figures() == (1, 0, 0)
     finally:
         await engine.dispose()
+
+
+async def _failing_batch(_conn: AsyncConnection, _settings: Settings) -> Outcome:
+    raise RuntimeError("boom")
+
+
+async def test_failed_reaper_run_is_counted_and_sets_no_last_success(
+    client: httpx.AsyncClient, settings: Settings, engine: AsyncEngine, redis: Redis
+) -> None:
+    failing = Job("always-fails", 424242, budget_s=1.0, batch=_failing_batch)
+    await Reaper(settings, engine, redis, [failing]).run_due()
+    body = (await client.get("/metrics")).text
+    assert _value(body, 'caracal_reaper_job_failures_total{job="always-fails"}') == 1
+    assert _value(body, 'caracal_reaper_job_runs_total{job="always-fails"}') == 0
+    assert _value(body, 'caracal_reaper_job_last_success_timestamp_seconds{job="always-fails"}') == 0
+
+
+async def test_reaper_without_redis_still_seals(
+    client: httpx.AsyncClient, admin: dict[str, str], settings: Settings, engine: AsyncEngine
+) -> None:
+    """The figures are lost while Redis does not answer (a port nobody listens on); the sealing is not."""
+    assert (await client.post("/v1/zones", json={"name": "A"}, headers=admin)).status_code == 201
+    nowhere = Redis.from_url("redis://127.0.0.1:1", socket_connect_timeout=1)
+    try:
+        await Reaper(settings, engine, nowhere, [AUDIT_SEAL]).run_due()
+    finally:
+        await nowhere.aclose()
+    assert _value((await client.get("/metrics")).text, "caracal_audit_unsealed_rows") == 0
