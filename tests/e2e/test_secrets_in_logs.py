@@ -86,7 +86,11 @@ async def test_processes_started_at_debug_level_log_no_secret(servers: Servers, 
     finally:
         for service in services:
             service.stop()
+    for service in services:  # every line is one JSON event, uvicorn's own included
+        lines = service.raw_log().splitlines()
+        assert len(service.events()) == len(lines), service.raw_log()[-3000:]
     assert any(event["level"] == "debug" for service in services for event in service.events())
+    assert any(event["logger"] == "uvicorn.error" for event in api.events())
     assert leaks([service.log_path for service in services], SUITE_SECRETS) == []
 
 
