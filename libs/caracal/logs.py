@@ -68,6 +68,11 @@ def trace_id() -> str | None:
     return format(context.trace_id, "032x") if context.is_valid else None
 
 
+def _utc_ms(created: float) -> str:
+    """`2026-06-03T10:12:13.456Z`, the wire's timestamp shape."""
+    return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 class JsonFormatter(logging.Formatter):
     """time, level, process, logger, message, the bound ids, trace_id, and exception text."""
 
@@ -77,7 +82,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, str] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "time": _utc_ms(record.created),
             "level": record.levelname.lower(),
             "process": self.process,
             "logger": record.name,
