@@ -218,9 +218,7 @@ def _check_mode(settings: Settings) -> None:
     if settings.kek.active is None:
         raise SettingsError(f"CARACAL_KEK: required when CARACAL_MODE={settings.mode} (<id>:<64 hex>,...)")
     if settings.audit_hmac_key is None:  # DESIGN.md: the admin audit chain is not optional in production
-        raise SettingsError(
-            f"AUDIT_HMAC_KEY: required when CARACAL_MODE={settings.mode} (hex, >= 32 bytes)"
-        )
+        raise SettingsError(f"AUDIT_HMAC_KEY: required when CARACAL_MODE={settings.mode} (hex, >= 32 bytes)")
 
 
 def parse_kek(raw: str) -> KeyRing:
