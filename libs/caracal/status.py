@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
+import logging
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -36,6 +37,8 @@ from caracal.health_facts import (
 from caracal.reaper_stats import LAST_SUCCESS, job_stats
 from caracal.settings import Settings
 from caracal.timefmt import iso_ms
+
+log = logging.getLogger("caracal.status")
 
 LAG_LIMIT_S = 60.0  # an event pending longer than this means its stream is not being published
 UNSEALED_LIMIT_S = 60.0  # the sealer runs every second; older unsealed rows mean it is not running
@@ -169,6 +172,7 @@ async def add_redis_facts(redis_url: str, status: Status, settings: Settings) ->
         lengths = await stream_lengths(client, names)
         jobs = await job_stats(client)
     except Exception as exc:  # any failure to read is a fact to report, not a crash
+        log.debug("Redis facts could not be read", exc_info=True)
         status.redis = f"unreachable ({type(exc).__name__}: {exc})"
         return
     finally:

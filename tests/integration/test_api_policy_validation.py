@@ -14,6 +14,7 @@ import pytest
 from caracal import rego
 from caracal.domain.policy_templates import TEMPLATE_IDS
 from tests.integration.api_helpers import ALLOW_READS, bearer, make_token, make_zone
+from tests.support import eventually
 
 VALIDATE = "/v1/policies/validate"
 OUTPUT_CONTRACT = {
@@ -165,7 +166,7 @@ async def test_a_crashing_interpreter_is_a_422_and_does_not_take_the_api_down(
     assert worker.process is not None
     pid = worker.process.pid
     pending = asyncio.ensure_future(client.post(VALIDATE, json={"content": DEEP}, headers=admin))
-    await asyncio.sleep(0.5)
+    await eventually(lambda: engine.pending == 1, "the deep check is with the worker")
     os.kill(pid, signal.SIGSEGV)
     crashed = await pending
     assert (crashed.status_code, crashed.json()["error"]) == (422, "invalid_rego")

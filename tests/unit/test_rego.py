@@ -13,6 +13,7 @@ from caracal import rego
 from caracal.errors import Overloaded
 from caracal.rego import EvaluationFailed, RegoEngine
 from caracal.rego.tree import line_and_column, read_tree
+from tests.support import eventually
 
 DEEP = "package caracal.authz\nresult := " + "[" * 100_000 + "]" * 100_000 + "\n"
 
@@ -104,7 +105,7 @@ async def test_calls_beyond_max_pending_are_refused_at_once_as_overloaded() -> N
     engine = rego.configure(workers=1, timeout_ms=2000, max_pending=1, max_bytes=256 * 1024)
     slow = "package caracal.authz\nresult := count([x | some x in numbers.range(1, 1000000000)])\n"
     first = asyncio.ensure_future(engine.evaluate({"p.rego": slow}, None, rego.RESULT_QUERY))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: engine.pending == 1, "the slow call holds the only slot")
     with pytest.raises(Overloaded):
         await rego.check("package caracal.authz\nresult := 1\n")
     first.cancel()

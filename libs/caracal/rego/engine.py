@@ -142,6 +142,12 @@ class RegoEngine:
             with self._lock:
                 self._pending -= 1
 
+    @property
+    def pending(self) -> int:
+        """Calls waiting for or running on a worker now."""
+        with self._lock:
+            return self._pending
+
     async def check(self, content: str) -> tuple[str, Any]:
         return await self.call(("check", content))
 

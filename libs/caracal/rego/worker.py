@@ -8,6 +8,7 @@ parent's time limit covers the work, not the start.
 
 from __future__ import annotations
 
+import logging
 import os
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Any
 
 from caracal.rego.checks import check_module, evaluate_modules
 from caracal.rego.verdicts import READY, EvaluationFailed
+
+log = logging.getLogger("caracal.rego.worker")
 
 
 def _answer(request: tuple[Any, ...], debug_dir: Path) -> tuple[str, Any]:
@@ -27,6 +30,7 @@ def _answer(request: tuple[Any, ...], debug_dir: Path) -> tuple[str, Any]:
     except EvaluationFailed as exc:
         return "failed", str(exc)
     except Exception as exc:  # a Python-level failure answers; only a crash ends the process
+        log.warning("Rego request %r failed", request[0], exc_info=True)
         return "failed", f"{type(exc).__name__}: {exc}"
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from litestar import MediaType, Request, Response, get
 from litestar.di import Provide
@@ -23,6 +24,7 @@ from caracal_api.metrics import HttpMetrics, outbox_lines, reaper_lines, sealer_
 from caracal_api.ratelimit import minute_key, seconds_left_in_minute
 from caracal_api.resources import ResourcesDep, provide_resources
 
+T = TypeVar("T")
 log = logging.getLogger("caracal.api.health")
 DEPS = {"res": Provide(provide_resources, sync_to_thread=False)}
 READY_REDIS_TIMEOUT_S = 1.0
@@ -100,17 +102,18 @@ def _metrics_allowed(bearer: str | None, authorization: str | None) -> bool:
     return hmac.compare_digest(expected, (authorization or "").encode())
 
 
-async def _dispatch_stats(res: ResourcesDep, streams: list[str]) -> dict[str, dict[str, Any]]:
+async def _redis_figures(what: str, read: Awaitable[dict[str, dict[str, T]]]) -> dict[str, dict[str, T]]:
+    """Figures kept in Redis, or none when it does not answer: a scrape still shows the rest."""
     try:
-        return await dispatch_stats(res.redis, streams)
-    except Exception as exc:
-        log.warning("dispatch counters unavailable: %r", exc)
+        return await read
+    except Exception:
+        log.warning("%s unavailable", what, exc_info=True)
         return {}
+
+
+async def _dispatch_stats(res: ResourcesDep, streams: list[str]) -> dict[str, dict[str, Any]]:
+    return await _redis_figures("dispatch counters", dispatch_stats(res.redis, streams))
 
 
 async def _reaper_stats(res: ResourcesDep) -> dict[str, dict[str, float]]:
-    try:
-        return await job_stats(res.redis)
-    except Exception as exc:
-        log.warning("reaper figures unavailable: %r", exc)
-        return {}
+    return await _redis_figures("reaper figures", job_stats(res.redis))
