@@ -81,6 +81,7 @@ class Settings:
     auth_cache_ttl_ms: int = 1000
     redis_request_timeout_ms: int = 50
     db_statement_timeout_ms: int = 15000
+    db_idle_tx_timeout_ms: int = 30000
     outbox_poll_ms: int = 250
     outbox_batch: int = 32
     outbox_batch_max: int = 512
@@ -154,6 +155,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         auth_cache_ttl_ms=reader.integer("CARACAL_AUTH_CACHE_TTL_MS", 1000, 0, 60_000),
         redis_request_timeout_ms=reader.integer("CARACAL_REDIS_REQUEST_TIMEOUT_MS", 50, 1, 10_000),
         db_statement_timeout_ms=reader.integer("CARACAL_DB_STATEMENT_TIMEOUT_MS", 15000, 0, 3_600_000),
+        db_idle_tx_timeout_ms=reader.integer("CARACAL_DB_IDLE_TX_TIMEOUT_MS", 30000, 0, 3_600_000),
         outbox_poll_ms=reader.integer("CARACAL_OUTBOX_POLL_MS", 250, 10, 600_000),
         outbox_batch=reader.integer("CARACAL_OUTBOX_BATCH", 32, 1, 10_000),
         outbox_batch_max=reader.integer("CARACAL_OUTBOX_BATCH_MAX", 512, 1, 10_000),

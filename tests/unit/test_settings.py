@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from caracal.db.engine import server_settings
 from caracal.settings import SettingsError, load_settings
 
 VALID = {
@@ -26,6 +27,16 @@ def test_defaults_follow_the_design_table() -> None:
     assert settings.local_bootstrap_enabled is False
     assert settings.outbox_batch_max == 512
     assert (settings.v1_rate_limit_per_min, settings.auth_fail_limit_per_min) == (600, 60)
+
+
+def test_idle_transaction_timeout_is_read_and_set_on_every_connection() -> None:
+    """CARACAL_DB_IDLE_TX_TIMEOUT_MS (30000, 0 = off) becomes each connection's
+    idle_in_transaction_session_timeout; negative values are refused."""
+    assert load_settings(VALID).db_idle_tx_timeout_ms == 30000
+    changed = load_settings({**VALID, "CARACAL_DB_IDLE_TX_TIMEOUT_MS": "1500"})
+    assert server_settings(changed)["idle_in_transaction_session_timeout"] == "1500"
+    with pytest.raises(SettingsError, match="^CARACAL_DB_IDLE_TX_TIMEOUT_MS: must be between"):
+        load_settings({**VALID, "CARACAL_DB_IDLE_TX_TIMEOUT_MS": "-1"})
 
 
 def test_outbox_batch_max_is_read_and_bounded() -> None:

@@ -53,10 +53,12 @@ def create_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncE
 
 
 def server_settings(settings: Settings) -> dict[str, str]:
-    """Session settings of every connection: the statement timeout and the contract's RLS GUC."""
+    """Session settings of every connection: the statement and idle-transaction timeouts (a
+    transaction left open by a stuck process ends, releasing its row locks and the outbox's xmin
+    horizon) and the contract's RLS GUC."""
     return {
         "statement_timeout": str(settings.db_statement_timeout_ms),
-        "idle_in_transaction_session_timeout": "30000",
+        "idle_in_transaction_session_timeout": str(settings.db_idle_tx_timeout_ms),
         "caracal.zone_id": "*",
     }
 
