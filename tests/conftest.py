@@ -17,8 +17,8 @@ from caracal.db.engine import create_engine, plain_url, transaction
 from caracal.db.migrate import run_migrations
 from caracal.domain.admin_tokens import seed_env_token
 from caracal.settings import Settings, load_settings
-from caracal_api.app import create_app
 from caracal_api.resources import Resources
+from tests.app_pool import bound_app
 from tests.log_scan import no_secret_in_any_log  # noqa: F401 - the session-end secret scan
 from tests.support import ADMIN_TOKEN, Servers, real_servers, service_env, with_database
 
@@ -120,10 +120,10 @@ async def client(settings: Settings, resources: Resources) -> AsyncIterator[http
     """The app in-process over ASGI (peer 127.0.0.1), with CARACAL_ADMIN_TOKEN seeded."""
     async with transaction(resources.engine) as conn:
         await seed_env_token(conn, ADMIN_TOKEN)
-    app = create_app(settings, resources)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://caracal.test") as http:
-        yield http
+    with bound_app(resources) as app:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://caracal.test") as http:
+            yield http
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from caracal_api.app import create_app
 from caracal_api.resources import Resources
+from tests.app_pool import bound_app
 
 
 @asynccontextmanager
@@ -27,20 +27,20 @@ async def app_with(
         redis=resources.redis,
         background=resources.background,
     )
-    app = create_app(res.settings, res)
-    clients = [
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app, client=(peer, 40000)), base_url="http://caracal.test"
-        )
-        for peer in peers
-    ]
-    try:
-        yield clients
-    finally:
-        for http in clients:
-            await http.aclose()
-        await res.settled()
-        await res.stop()
+    with bound_app(res) as app:
+        clients = [
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app, client=(peer, 40000)), base_url="http://caracal.test"
+            )
+            for peer in peers
+        ]
+        try:
+            yield clients
+        finally:
+            for http in clients:
+                await http.aclose()
+            await res.settled()
+            await res.stop()
 
 
 async def settle(resources: Resources) -> None:

@@ -15,8 +15,8 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from caracal_api.app import create_app
 from caracal_api.resources import Resources
+from tests.app_pool import bound_app
 from tests.integration.api_helpers import make_provider, make_resource
 from tests.integration.test_api_provider_grants import World, oauth_world
 
@@ -163,12 +163,13 @@ async def test_authorize_is_503_when_redis_cannot_keep_the_state(
     """The state must be stored to be checked later: no fail-open here."""
     dead = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2, socket_timeout=0.2)
     res = Resources(settings=resources.settings, engine=resources.engine, redis=dead)
-    transport = httpx.ASGITransport(app=create_app(res.settings, res))
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://caracal.test") as http:
-            response = await http.post(
-                f"{world.base}/oauth/authorize", json=authorize_body(world), headers=admin
-            )
+        with bound_app(res) as app:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://caracal.test") as http:
+                response = await http.post(
+                    f"{world.base}/oauth/authorize", json=authorize_body(world), headers=admin
+                )
     finally:
         await res.settled()
         await res.stop()

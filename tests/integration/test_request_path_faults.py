@@ -21,10 +21,10 @@ from caracal.db.migrate import run_migrations
 from caracal.domain.admin_tokens import seed_env_token
 from caracal.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from caracal.settings import Settings
-from caracal_api.app import create_app
 from caracal_api.audit_trail import AuditQueue
 from caracal_api.resources import Resources
 from caracal_api.token_cache import CHANNEL
+from tests.app_pool import bound_app
 from tests.support import ADMIN_TOKEN, eventually
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -36,10 +36,11 @@ async def worker(
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Resources]]:
     """One API worker in process: its own token cache, limits and audit queue."""
     res = Resources(settings=replace(settings, **overrides), engine=engine, redis=redis)
-    transport = httpx.ASGITransport(app=create_app(res.settings, res))
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://caracal.test") as http:
-            yield http, res
+        with bound_app(res) as app:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://caracal.test") as http:
+                yield http, res
     finally:
         await res.settled()
         await res.stop()

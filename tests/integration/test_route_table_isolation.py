@@ -23,8 +23,8 @@ from litestar.routes import HTTPRoute
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from caracal_api.app import create_app
 from caracal_api.resources import Resources
+from tests.app_pool import route_table
 from tests.integration.api_helpers import (
     ALLOW_READS,
     bearer,
@@ -158,7 +158,7 @@ async def state_of(engine: AsyncEngine) -> dict[str, str]:
 
 
 def app_routes(resources: Resources) -> list[ZoneRoute]:
-    return zone_scoped_routes(create_app(resources.settings, resources).app)  # type: ignore[attr-defined]
+    return zone_scoped_routes(route_table(resources))
 
 
 async def request(

@@ -17,8 +17,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from caracal.settings import Settings
 from caracal.telemetry import _exporter
-from caracal_api.app import create_app
 from caracal_api.resources import Resources
+from tests.app_pool import bound_app
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -32,11 +32,11 @@ async def traced(
     spans = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(spans))
-    app = create_app(settings, resources, provider.get_tracer("test"))
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://caracal.test"
-    ) as http:
-        yield http, spans
+    with bound_app(resources, provider.get_tracer("test")) as app:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://caracal.test"
+        ) as http:
+            yield http, spans
 
 
 async def test_request_span_joins_the_callers_trace(

@@ -17,13 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from caracal.events import CHANGES, verify
 from caracal.settings import Settings
 from caracal.telemetry import instrument_clients, uninstrument_clients
-from caracal_api.app import create_app
 from caracal_api.resources import Resources
 from caracal_dispatcher.dispatcher import Dispatcher
 from caracal_dispatcher.leases import StreamLeases
 from caracal_dispatcher.publisher import StreamPublisher
 from caracal_reaper.jobs import OUTBOX_PRUNE
 from caracal_reaper.runner import Reaper
+from tests.app_pool import bound_app
 from tests.support import HMAC_KEY_HEX
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -49,12 +49,12 @@ async def traced(
     tracer_provider, _ = provider
     clients = (resources.redis, resources.limits.redis)
     instrument_clients(resources.engine, clients, tracer_provider)
-    app = create_app(settings, resources, tracer_provider.get_tracer("test"))
     try:
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://caracal.test"
-        ) as http:
-            yield http
+        with bound_app(resources, tracer_provider.get_tracer("test")) as app:
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://caracal.test"
+            ) as http:
+                yield http
     finally:
         uninstrument_clients(clients)
 

@@ -18,8 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from caracal.db.engine import create_engine, transaction
 from caracal.domain.admin_tokens import seed_env_token
 from caracal.settings import Settings
-from caracal_api.app import create_app
 from caracal_api.resources import Resources
+from tests.app_pool import bound_app
 from tests.pg_wire_counter import WireCounter
 from tests.support import ADMIN_TOKEN
 
@@ -51,10 +51,11 @@ async def counted(settings: Settings, engine: AsyncEngine, shared_redis: Redis) 
     async with transaction(engine) as conn:
         await seed_env_token(conn, ADMIN_TOKEN)
     res = Resources(settings=proxied, engine=counted_engine, redis=shared_redis)
-    transport = httpx.ASGITransport(app=create_app(proxied, res))
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://caracal.test") as http:
-            yield Counted(http, wire, res)
+        with bound_app(res) as app:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://caracal.test") as http:
+                yield Counted(http, wire, res)
     finally:
         await res.settled()
         await res.stop()
