@@ -80,10 +80,19 @@ async def shared_engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
 
 @pytest_asyncio.fixture(scope="session")
 async def truncate_all(shared_engine: AsyncEngine) -> str:
-    """The statement that empties the test database, its table list read once from the catalog."""
+    """The statements that empty the test database, its table list read once from the catalog.
+
+    A superuser deletes with triggers and foreign keys off (session_replication_role): ~1 ms for
+    every table, against ~30 ms for one TRUNCATE of them all, paid before each of ~1,500 tests."""
     async with shared_engine.connect() as conn:
         tables = (await conn.execute(text(TRUNCATED_TABLES))).scalars().all()
-    return "TRUNCATE " + ", ".join(f'"{table}"' for table in tables)
+        superuser = (
+            await conn.execute(text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"))
+        ).scalar()
+    if not superuser:
+        return "TRUNCATE " + ", ".join(f'"{table}"' for table in tables)
+    deletes = "".join(f'DELETE FROM "{table}"; ' for table in tables)
+    return f"SET session_replication_role = replica; {deletes}RESET session_replication_role"
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -96,8 +105,9 @@ async def shared_redis(settings: Settings) -> AsyncIterator[Redis]:
 @pytest_asyncio.fixture
 async def engine(shared_engine: AsyncEngine, shared_redis: Redis, truncate_all: str) -> AsyncEngine:
     """The session's database, emptied (truncation isolates tests) with Redis flushed."""
-    async with shared_engine.begin() as conn:
-        await conn.execute(text(truncate_all))
+    async with shared_engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        await raw.driver_connection.execute(truncate_all)  # type: ignore[union-attr]  # several statements: asyncpg's simple protocol
     await shared_redis.flushdb()
     return shared_engine
 
