@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import os
 import secrets
 import signal
@@ -21,7 +22,16 @@ from pathlib import Path
 from caracal.settings import Settings, SettingsError, load_settings
 
 SERVICES = {"api": "caracal_api", "dispatcher": "caracal_dispatcher", "reaper": "caracal_reaper"}
-COMMANDS = (*SERVICES, "migrate", "up", "audit", "status")
+COMMANDS = (*SERVICES, "migrate", "up", "audit", "keys", "status")
+# the commands that take a subcommand, each with the module function that runs it
+SUBCOMMANDS = {
+    "audit": {"verify": "caracal.audit_verify:verify_main"},
+    "keys": {
+        "rotate-kek": "caracal.key_rotation:rotate_kek_main",
+        "rotate-zone-kek": "caracal.key_rotation:rotate_zone_kek_main",
+        "streams-drained": "caracal.stream_keys:streams_drained_main",
+    },
+}
 GENERATED_SECRETS = (
     "CARACAL_KEK",
     "STREAMS_HMAC_KEY",
@@ -43,26 +53,35 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="caracal", description="Caracal control plane")
     parser.add_argument("command", choices=COMMANDS)
     parser.add_argument(
-        "subcommand", nargs="?", choices=("verify",), help="audit: verify the admin audit chain"
+        "subcommand",
+        nargs="?",
+        help="audit: verify; keys: rotate-kek, rotate-zone-kek, streams-drained (docs/security.md)",
     )
     parser.add_argument("--json", action="store_true", help="status: the facts as one JSON object")
     args = parser.parse_args(argv)
-    if (args.command == "audit") != (args.subcommand is not None):
-        parser.error("`caracal audit verify` is the only command with a subcommand")
+    if args.command in SUBCOMMANDS:
+        return _run_subcommand(parser, args.command, args.subcommand)
+    if args.subcommand is not None:
+        parser.error(f"`caracal {args.command}` takes no subcommand")
     if args.command in SERVICES:
         module = SERVICES[args.command]
         os.execv(sys.executable, [sys.executable, "-m", module])  # noqa: S606 - replaces this process
     if args.command == "migrate":
         return _migrate()
-    if args.command == "audit":
-        from caracal.audit_verify import verify_main  # noqa: PLC0415 - keeps service start-up light
-
-        return verify_main()
     if args.command == "status":
         from caracal.status import status_main  # noqa: PLC0415
 
         return status_main(as_json=args.json)
     return run_up()
+
+
+def _run_subcommand(parser: argparse.ArgumentParser, command: str, subcommand: str | None) -> int:
+    known = SUBCOMMANDS[command]
+    if subcommand not in known:
+        parser.error(f"`caracal {command}` takes one of: {', '.join(known)}")
+    module, _, function = known[subcommand].partition(":")
+    run: Callable[[], int] = getattr(importlib.import_module(module), function)  # keeps start-up light
+    return run()
 
 
 def settings_or_exit(env: dict[str, str] | None = None) -> Settings:

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TypeVar
 
+from caracal.redis_client import cluster_nodes, is_cluster_url
+
 T = TypeVar("T")
 
 MODES = ("dev", "rc", "stable")
@@ -29,6 +31,7 @@ _SECRET_VARS = (
     "CARACAL_KEK",
     "STREAMS_HMAC_KEY",
     "ZONE_KEK",
+    "ZONE_KEK_OLD",
     "CARACAL_BUNDLE_SIGNING_KEY",
     "AUDIT_HMAC_KEY",
 )
@@ -89,11 +92,14 @@ class Settings:
     outbox_stream_maxlen: int = 100_000
     outbox_retention_hours: int = 168
     outbox_ready_dead_max: int = 0
+    outbox_wait_replicas: int = 0
+    outbox_wait_timeout_ms: int = 1000
     shutdown_timeout_ms: int = 15000
     kek: KeyRing = field(default_factory=KeyRing)
     streams_hmac_key: bytes | None = None
     audit_hmac_key: bytes | None = None  # the admin audit chain's key; required outside dev mode
     zone_kek: bytes | None = None  # optional until providers hold secrets; caracal.sealing says so
+    zone_kek_old: bytes | None = None  # only `caracal keys rotate-zone-kek` reads it: the key to leave
     mode: str = "stable"
     log_level: str = "info"
     log_format: str = "json"  # one JSON object per line; `caracal up` asks its children for text
@@ -163,11 +169,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         outbox_stream_maxlen=reader.integer("CARACAL_OUTBOX_STREAM_MAXLEN", 100_000, 0, 10**9),
         outbox_retention_hours=reader.integer("CARACAL_OUTBOX_RETENTION_HOURS", 168, 0, 100_000),
         outbox_ready_dead_max=reader.integer("CARACAL_OUTBOX_READY_DEAD_MAX", 0, 0, 10**9),
+        outbox_wait_replicas=reader.integer("CARACAL_OUTBOX_WAIT_REPLICAS", 0, 0, 16),
+        outbox_wait_timeout_ms=reader.integer("CARACAL_OUTBOX_WAIT_TIMEOUT_MS", 1000, 1, 60_000),
         shutdown_timeout_ms=reader.integer("CARACAL_SHUTDOWN_TIMEOUT_MS", 15000, 0, 3_600_000),
         kek=reader.parsed("CARACAL_KEK", parse_kek, KeyRing()),
         streams_hmac_key=reader.parsed("STREAMS_HMAC_KEY", parse_hmac_key, None),
         audit_hmac_key=reader.parsed("AUDIT_HMAC_KEY", parse_hmac_key, None),
         zone_kek=reader.parsed("ZONE_KEK", parse_zone_kek, None),
+        zone_kek_old=reader.parsed("ZONE_KEK_OLD", parse_zone_kek, None),
         mode=reader.choice("CARACAL_MODE", "stable", MODES),
         log_level=reader.choice("LOG_LEVEL", "info", LOG_LEVELS),
         log_format=reader.choice("LOG_FORMAT", "json", LOG_FORMATS),
@@ -266,8 +275,17 @@ def _postgres_url(raw: str | None) -> str | None:
 
 
 def _redis_url(raw: str | None) -> str | None:
-    if raw is not None and not re.match(r"^(redis|rediss|unix)://", raw):
-        raise SettingsError("REDIS_URL: must start with redis://, rediss:// or unix://")
+    if raw is None:
+        return None
+    if not re.match(r"^(redis|rediss|unix|redis\+cluster|rediss\+cluster)://", raw):
+        raise SettingsError(
+            "REDIS_URL: must start with redis://, rediss://, unix:// or (a cluster) redis+cluster://"
+        )
+    if is_cluster_url(raw):
+        try:
+            cluster_nodes(raw)
+        except ValueError as exc:
+            raise SettingsError(f"REDIS_URL: {exc} (redis+cluster://host:port[,host:port...])") from None
     return raw
 
 

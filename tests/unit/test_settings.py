@@ -164,6 +164,18 @@ def test_kek_holds_several_keys_and_the_first_wraps() -> None:
     )
 
 
+def test_zone_kek_old_is_a_zone_kek_read_only_for_rotation_and_never_shown(tmp_path: Path) -> None:
+    """ZONE_KEK_OLD (or ZONE_KEK_OLD_FILE) takes ZONE_KEK's format; a bad one is named; repr hides it."""
+    assert load_settings(VALID).zone_kek_old is None
+    path = tmp_path / "old.key"
+    path.write_text("ab" * 32 + "\n")
+    settings = load_settings({**VALID, "ZONE_KEK_OLD_FILE": str(path)})
+    assert settings.zone_kek_old == bytes.fromhex("ab" * 32)
+    assert "ab" * 32 not in repr(settings)
+    with pytest.raises(SettingsError, match="^ZONE_KEK_OLD: must be 64 hex"):
+        load_settings({**VALID, "ZONE_KEK_OLD": "abc"})
+
+
 def test_unreadable_secret_file_is_named() -> None:
     """<NAME>_FILE that cannot be read stops start-up naming the variable."""
     with pytest.raises(SettingsError, match="^CARACAL_KEK_FILE: cannot read"):
