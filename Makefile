@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint typecheck unit bench migrate clean
+.PHONY: up test lint typecheck unit bench migrate clean system-packages
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || { echo "==> creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
@@ -13,7 +13,24 @@ $(STAMP): pyproject.toml
 	@$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-up: $(STAMP)
+# Debian packages the suite runs for real, as <binary>:<package> (nginx: the rolling restart and the
+# forwarded-header tests, tests/e2e/nginx.py). Installed only when the binary is missing, and only as
+# root; otherwise we say what to install.
+SYSTEM_PACKAGES := nginx:nginx
+
+system-packages:
+	@for pair in $(SYSTEM_PACKAGES); do \
+	  bin=$${pair%%:*}; pkg=$${pair##*:}; \
+	  if command -v $$bin >/dev/null 2>&1 || test -x /usr/sbin/$$bin; then continue; fi; \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    echo "==> $$bin not found: as root, apt-get install -y --no-install-recommends $$pkg"; exit 1; \
+	  fi; \
+	  echo "==> installing Debian's $$pkg (the tests run $$bin)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$pkg \
+	    || exit 1; \
+	done
+
+up: system-packages $(STAMP)
 	@$(BIN)/caracal up
 
 migrate: $(STAMP)
@@ -30,7 +47,7 @@ typecheck: $(STAMP)
 	@echo "==> mypy --strict"
 	@$(BIN)/mypy
 
-test: lint typecheck
+test: system-packages lint typecheck
 	@echo "==> pytest"
 	@$(BIN)/pytest -q
 

@@ -141,8 +141,11 @@ def test_a_load_balancer_fronts_the_api() -> None:
 
 
 def test_nginx_resolves_the_api_replicas_through_docker_dns() -> None:
-    """deploy/nginx.conf asks Docker's DNS for `api` and proxies to port 3000 with the request id."""
-    conf = (ROOT / "deploy" / "nginx.conf").read_text(encoding="utf-8")
+    """deploy/nginx/nginx.conf asks Docker's DNS for `api` and proxies to port 3000 with the request id."""
+    nginx = ROOT / "deploy" / "nginx"
+    conf = "".join(
+        (nginx / name).read_text(encoding="utf-8") for name in ("nginx.conf", "upstream.conf", "proxy.conf")
+    )
     assert "resolver 127.0.0.11" in conf
     assert "api:3000" in conf
     assert "X-Forwarded-For" in conf

@@ -14,6 +14,7 @@ from typing import Any
 
 import uvicorn
 from sqlalchemy.ext.asyncio import AsyncEngine
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from caracal.cli import settings_or_exit
 from caracal.db.engine import create_engine, transaction
@@ -58,6 +59,33 @@ async def _require_zone_kek(settings: Settings, engine: AsyncEngine) -> None:
             raise SystemExit(2)
 
 
+# uvicorn closes an idle keep-alive connection after this long; a proxy in front must give up idle
+# connections sooner (deploy/nginx/upstream.conf: 2 s), so the close never races a request it sends
+KEEP_ALIVE_S = 5
+
+
+class DrainingProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol, except that shutdown never closes an idle keep-alive connection.
+
+    Closing it races a request the proxy may be sending on it at that moment, and nginx does not
+    resend a POST that met a reset. So a draining connection answers its next request (if one comes)
+    with `Connection: close` and ends after it; an idle one is left for the client to close (the
+    proxy's keep-alive timeout) or for uvicorn's keep-alive timer.
+    """
+
+    draining = False
+
+    def shutdown(self) -> None:
+        self.draining = True
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        if self.draining and self.cycle is not None:
+            self.cycle.keep_alive = False
+
+
 class DrainingServer(uvicorn.Server):
     """On SIGTERM/SIGINT, /ready turns 503 `draining` while in-flight requests finish."""
 
@@ -81,6 +109,8 @@ async def serve(settings: Settings, sock: socket.socket) -> None:
         timeout_graceful_shutdown=max(1, settings.shutdown_timeout_ms // 1000),
         lifespan="on",
         server_header=False,
+        http=DrainingProtocol,
+        timeout_keep_alive=KEEP_ALIVE_S,
         # our guard reads X-Forwarded-For itself, only behind TRUST_PROXY: uvicorn must not rewrite
         # the peer from it (by default it trusts loopback clients' headers)
         proxy_headers=False,

@@ -112,6 +112,9 @@ class Supervisor:
             signal.Signals(self.stopping or 15).name,
             len(self.workers),
         )
+        # our copy of the listening socket would keep the port open after every worker closed its
+        # own: connections would queue in the backlog, never accepted, and be reset at our exit
+        self.sock.close()
         for process in self.workers.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -123,7 +126,6 @@ class Supervisor:
                 log.warning("api worker %d did not drain in time; killing it", index)
                 process.kill()
                 process.wait()
-        self.sock.close()
         shutil.rmtree(self.metrics_dir, ignore_errors=True)
         log.info("api stopped")
         return 0
