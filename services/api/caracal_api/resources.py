@@ -144,7 +144,10 @@ class Resources:
                 yield conn
                 await insert_audit_rows(conn, [request_row(request.scope, request.route_handler.status_code)])
             finally:
-                conn.info.pop(AFTER_COMMIT, None)
+                # a connection lost mid-transaction took its info with it; touching it would raise
+                # PendingRollbackError and turn the loss (a 503) into a 500
+                if not conn.invalidated:
+                    conn.info.pop(AFTER_COMMIT, None)
         request.scope["state"]["audited"] = True
         for message in notes:  # rare (revocations, archived zones): told before the response goes out
             self.tokens.forget(message)
