@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -35,6 +34,7 @@ from caracal.health_facts import (
     stream_lengths,
 )
 from caracal.reaper_stats import LAST_SUCCESS, job_stats
+from caracal.redis_client import connect
 from caracal.settings import Settings
 from caracal.timefmt import iso_ms
 
@@ -166,7 +166,7 @@ async def database_facts(
 async def add_redis_facts(redis_url: str, status: Status, settings: Settings) -> None:
     """Fill each stream's Redis facts and the reaper's last runs, or say why Redis could not be read."""
     names = [facts.stream for facts in status.streams]
-    client = Redis.from_url(redis_url, socket_connect_timeout=REDIS_TIMEOUT_S, socket_timeout=REDIS_TIMEOUT_S)
+    client = connect(redis_url, socket_connect_timeout=REDIS_TIMEOUT_S, socket_timeout=REDIS_TIMEOUT_S)
     try:
         stats = await dispatch_stats(client, names)
         lengths = await stream_lengths(client, names)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from caracal.db.engine import server_settings
+from caracal.redis_client import cluster_nodes
 from caracal.settings import SettingsError, load_settings
 
 VALID = {
@@ -45,6 +46,33 @@ def test_outbox_batch_max_is_read_and_bounded() -> None:
     for bad in ("0", "10001"):
         with pytest.raises(SettingsError, match="^CARACAL_OUTBOX_BATCH_MAX: must be between"):
             load_settings({**VALID, "CARACAL_OUTBOX_BATCH_MAX": bad})
+
+
+def test_outbox_wait_replicas_and_timeout_are_read_and_bounded() -> None:
+    """CARACAL_OUTBOX_WAIT_REPLICAS (0 = off, at most 16) and CARACAL_OUTBOX_WAIT_TIMEOUT_MS (1000)."""
+    default = load_settings(VALID)
+    assert (default.outbox_wait_replicas, default.outbox_wait_timeout_ms) == (0, 1000)
+    changed = load_settings(
+        {**VALID, "CARACAL_OUTBOX_WAIT_REPLICAS": "2", "CARACAL_OUTBOX_WAIT_TIMEOUT_MS": "250"}
+    )
+    assert (changed.outbox_wait_replicas, changed.outbox_wait_timeout_ms) == (2, 250)
+    for name, bad in (("CARACAL_OUTBOX_WAIT_REPLICAS", "17"), ("CARACAL_OUTBOX_WAIT_TIMEOUT_MS", "0")):
+        with pytest.raises(SettingsError, match=f"^{name}: must be between"):
+            load_settings({**VALID, name: bad})
+
+
+def test_a_cluster_redis_url_names_its_nodes_and_a_bad_one_is_refused() -> None:
+    """REDIS_URL=redis+cluster://[user:pass@]host:port[,host:port...] names a Redis Cluster's nodes."""
+    url = "redis+cluster://ops:p%40ss@10.0.0.1:7000,10.0.0.2:7001"
+    assert load_settings({**VALID, "REDIS_URL": url}).redis_url == url
+    assert cluster_nodes(url) == (
+        [("10.0.0.1", 7000), ("10.0.0.2", 7001)],
+        {"username": "ops", "password": "p@ss"},
+    )
+    assert cluster_nodes("redis+cluster://[::1]:7000") == ([("::1", 7000)], {})
+    for bad in ("redis+cluster://", "redis+cluster://h1:7000,h2", "redis+cluster://h1:99999"):
+        with pytest.raises(SettingsError, match="^REDIS_URL: "):
+            load_settings({**VALID, "REDIS_URL": bad})
 
 
 def test_resource_quota_and_control_audience_are_read() -> None:

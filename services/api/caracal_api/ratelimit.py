@@ -17,6 +17,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from caracal.redis_client import connect
+
 log = logging.getLogger("caracal.ratelimit")
 WINDOW_TTL = 90
 BREAKER_FAILURES = 3
@@ -35,9 +37,7 @@ def seconds_left_in_minute() -> int:
 def request_redis(url: str, timeout_ms: int) -> Redis:
     """A client for the request path only: short timeouts, no retries."""
     timeout = timeout_ms / 1000
-    return Redis.from_url(
-        url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
-    )
+    return connect(url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0))
 
 
 class CircuitBreaker:

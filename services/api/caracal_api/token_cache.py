@@ -20,6 +20,7 @@ from caracal.crypto import token_digest
 from caracal.db.engine import read_retried
 from caracal.domain.admin_tokens import authenticate
 from caracal.domain.context import Actor
+from caracal.redis_client import learn_slots
 
 log = logging.getLogger("caracal.api.tokens")
 CHANNEL = "caracal:admin_tokens:invalidate"
@@ -91,6 +92,7 @@ async def listen_for_invalidations(redis: Redis, cache: TokenCache) -> None:
     """Runs for the life of the worker; resubscribes after Redis failures."""
     while True:
         try:
+            await learn_slots(redis)
             async with redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                 await pubsub.subscribe(CHANNEL)
                 cache.forget("all")  # whatever was broadcast while we were not listening

@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from opentelemetry import trace
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from caracal.cli import settings_or_exit
 from caracal.db.engine import create_engine
 from caracal.db.migrate import wait_for_schema
 from caracal.outbox import WAKE_CHANNEL
+from caracal.redis_client import REDIS_FAILURES, connect, is_cluster_url, learn_slots
 from caracal.settings import Settings
 from caracal.telemetry import configure_logging, configure_tracing
 from caracal.worker import StopSignal, poll_loop, run_until_stopped, sleep_until
 from caracal_dispatcher.dispatcher import Dispatcher
 from caracal_dispatcher.leases import StreamLeases
-from caracal_dispatcher.publisher import StreamPublisher
+from caracal_dispatcher.publisher import Replication, StreamPublisher
 
 log = logging.getLogger("caracal.dispatcher")
 
@@ -27,14 +30,28 @@ async def listen_for_wakeups(redis: Redis, wake: asyncio.Event, stop: StopSignal
     """Commit hints from the API and the reaper; losing one only delays delivery to the next poll."""
     while not stop.is_set:
         try:
+            await learn_slots(redis)
             async with redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                 await pubsub.subscribe(WAKE_CHANNEL)
                 while not stop.is_set:
                     if await pubsub.get_message(timeout=1.0) is not None:
                         wake.set()
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             log.debug("wake-up channel unavailable (%r); polling only", exc)
             await sleep_until(1.0, stop.event)
+
+
+def publisher_options(redis_url: str, settings: Settings) -> dict[str, Any]:
+    """WAIT blocks for up to its timeout, so the socket outlasts it. A cluster client must not retry a
+    pipeline by itself: its retry sends WAIT to whichever node it likes, where WAIT confirms nothing
+    (the dispatcher retries the batch itself, on the stream's node)."""
+    options: dict[str, Any] = {
+        "socket_timeout": 5 + settings.outbox_wait_timeout_ms / 1000,
+        "socket_connect_timeout": 2,
+    }
+    if is_cluster_url(redis_url):
+        options["retry"] = Retry(NoBackoff(), 0)
+    return options
 
 
 async def schema_ready(settings: Settings, stop: StopSignal) -> bool:
@@ -50,8 +67,8 @@ async def run(settings: Settings, traced: bool = False) -> None:
     database_url, redis_url = settings.require_servers()
     stop = StopSignal()
     stop.install()
-    redis = Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2)
-    wake_redis = Redis.from_url(redis_url, socket_connect_timeout=2)
+    redis = connect(redis_url, **publisher_options(redis_url, settings))
+    wake_redis = connect(redis_url, socket_connect_timeout=2)
     leases = StreamLeases(database_url, settings.db_statement_timeout_ms)
     dispatcher = Dispatcher(
         settings,
@@ -60,6 +77,7 @@ async def run(settings: Settings, traced: bool = False) -> None:
             settings.streams_hmac_key,
             settings.outbox_stream_maxlen,
             trace.get_tracer("caracal.dispatcher") if traced else None,
+            Replication(settings.outbox_wait_replicas, settings.outbox_wait_timeout_ms),
         ),
         leases,
     )

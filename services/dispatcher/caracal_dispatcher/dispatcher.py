@@ -12,8 +12,8 @@ from typing import Any
 
 import asyncpg
 import msgspec
-from redis.exceptions import RedisError
 
+from caracal.redis_client import REDIS_FAILURES
 from caracal.settings import Settings
 from caracal_dispatcher.leases import StreamLeases
 from caracal_dispatcher.publisher import PendingEvent, StreamPublisher
@@ -196,7 +196,7 @@ class Dispatcher:
         self.positions.pop(stream, None)
         try:
             mark = await self.publisher.high_water_mark(stream)
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             # Reconciling only saves re-sending: the publish script skips what is at or below the mark
             # anyway. Raising here would stop every stream's dispatch, and count no try, while Redis is down.
             log.warning("%s: not reconciled (%r); the publish script still keeps repeats out", stream, exc)
@@ -287,7 +287,7 @@ class Dispatcher:
         sent, following = results
         if isinstance(following, BaseException):
             raise following
-        if isinstance(sent, (RedisError, OSError)):
+        if isinstance(sent, REDIS_FAILURES):
             return sent, []
         if isinstance(sent, BaseException):
             raise sent
@@ -318,6 +318,6 @@ class Dispatcher:
         )
         try:
             await self.publisher.count_failure(stream)
-        except (RedisError, OSError):
+        except REDIS_FAILURES:
             log.debug("failure counter not updated: Redis unavailable")
         return StreamOutcome(retry_in=0.0 if dead else delay)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import msgspec
 from opentelemetry.trace import Link, SpanKind, Tracer
 from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode
+from redis.exceptions import NoScriptError, RedisError
 
 from caracal.events import hwm_key, stats_key, stream_entry
+from caracal.redis_client import as_cluster
 from caracal.telemetry import link_to
 
 # KEYS: stream, high-water mark, stats.
@@ -80,14 +84,32 @@ def _links(events: Sequence[PendingEvent]) -> list[Link]:
     return [link for event in events if (link := link_to(event.traceparent)) is not None]
 
 
+class NotReplicated(RedisError):
+    """WAIT saw fewer replicas than asked for: the batch may vanish in a failover, so it is not delivered."""
+
+
+@dataclass(frozen=True, slots=True)
+class Replication:
+    """How many replicas must hold a batch (and its mark) before its rows count as delivered (0: none)."""
+
+    replicas: int = 0
+    timeout_ms: int = 1000
+
+
 class StreamPublisher:
     def __init__(
-        self, redis: Redis, hmac_key: bytes | None, maxlen: int, tracer: Tracer | None = None
+        self,
+        redis: Redis,
+        hmac_key: bytes | None,
+        maxlen: int,
+        tracer: Tracer | None = None,
+        replication: Replication | None = None,
     ) -> None:
         self.redis = redis
         self.tracer = tracer  # None while tracing is off: a batch then opens no span at all
         self.hmac_key = hmac_key
         self.maxlen = maxlen
+        self.replication = replication or Replication()
         self.script = redis.register_script(PUBLISH_BATCH)
         self.origin = ""  # the database's outbox_origin; set by the dispatcher before it publishes
 
@@ -99,7 +121,7 @@ class StreamPublisher:
         args: list[str | int | bytes] = [self.maxlen, lag_ms, self.origin, _encode(batch)]
         keys = [stream, hwm_key(stream), stats_key(stream)]
         if self.tracer is None:
-            await self.script(keys=keys, args=args)
+            await self._run(stream, keys, args)
             return
         with self.tracer.start_as_current_span(
             f"publish {stream}",
@@ -111,10 +133,60 @@ class StreamPublisher:
                 "messaging.batch.message_count": len(events),
             },
         ):
+            await self._run(stream, keys, args)
+
+    async def _run(self, stream: str, keys: list[str], args: list[str | int | bytes]) -> None:
+        if not self.replication.replicas:
             await self.script(keys=keys, args=args)
+            return
+        publish = ["EVALSHA", self.script.sha, len(keys), *keys, *args]
+        try:
+            await self._replicated(stream, publish)
+        except NoScriptError:  # a promoted replica, or a restarted node, has an empty script cache
+            await self.redis.script_load(PUBLISH_BATCH)
+            await self._replicated(stream, publish)
+
+    async def _replicated(self, stream: str, *commands: list[Any]) -> list[Any]:
+        """`commands` (keyed by `stream`), then WAIT on the same connection; NotReplicated when short.
+
+        WAIT counts the replicas that acknowledged this connection's writes so far, so it must follow
+        them on their connection: one pipeline to the stream's node. On a cluster, the node that
+        answered WAIT must still own the stream's slot afterwards (a redirected write went elsewhere).
+        """
+        replicas, timeout_ms = self.replication.replicas, self.replication.timeout_ms
+        node = await self._stream_node(stream)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for command in commands:
+                pipe.execute_command(*command)
+            pipe.execute_command("WAIT", replicas, timeout_ms, **({"target_nodes": node} if node else {}))
+            *replies, acknowledged = await pipe.execute()
+        if node is not None and node.name != (await self._stream_node(stream) or node).name:
+            raise NotReplicated(f"{stream}: its slot moved to another node while publishing")
+        if int(acknowledged) < replicas:
+            raise NotReplicated(
+                f"{stream}: {acknowledged} of {replicas} replicas acknowledged in {timeout_ms} ms"
+            )
+        return list(replies)
+
+    async def _stream_node(self, stream: str) -> ClusterNode | None:
+        """On a cluster, the master of the stream's slot (the map is refreshed first after a failure)."""
+        cluster = as_cluster(self.redis)
+        if cluster is None:
+            return None
+        await cluster.initialize()
+        return cluster.get_node_from_key(stream)
 
     async def high_water_mark(self, stream: str) -> tuple[int, int] | None:
-        tx, seq, origin = await self.redis.hmget(hwm_key(stream), ["tx", "seq", "origin"])
+        """The stream's mark. With replication asked for, only a mark that reached the replicas counts:
+        a counter write in its slot after reading it, then WAIT (the connection's offset covers the mark)."""
+        fields = ["tx", "seq", "origin"]
+        if self.replication.replicas:
+            read = ["HMGET", hwm_key(stream), *fields]
+            (tx, seq, origin), _ = await self._replicated(
+                stream, read, ["HINCRBY", stats_key(stream), "reconciled", 1]
+            )
+        else:
+            tx, seq, origin = await self.redis.hmget(hwm_key(stream), fields)
         if tx is None or seq is None or origin not in (self.origin, self.origin.encode()):
             return None
         return int(tx), int(seq)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from redis.asyncio import Redis
-
 from caracal.cli import settings_or_exit
 from caracal.db.engine import create_engine
 from caracal.db.migrate import wait_for_schema
+from caracal.redis_client import connect
 from caracal.settings import Settings
 from caracal.telemetry import configure_logging, configure_tracing
 from caracal.worker import StopSignal, poll_loop, run_until_stopped
@@ -24,7 +23,7 @@ async def run(settings: Settings) -> None:
     stop = StopSignal()
     stop.install()
     engine = create_engine(settings, pool_size=2)
-    redis = Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+    redis = connect(redis_url, socket_timeout=2, socket_connect_timeout=2)
     reaper = Reaper(settings, engine, redis, JOBS, stopping=lambda: stop.is_set)
     log.info("reaper: %s every %.1f s", ", ".join(j.name for j in JOBS), reaper.interval)
     if settings.audit_hmac_key is None:
