@@ -90,8 +90,8 @@ async def _restart(replica: Service, env: dict[str, str], logdir: Path, load: Lo
     assert ready.json() == {"ok": False, "draining": True}
     assert ready.headers["connection"] == "close"
     with pytest.raises(httpx.ConnectError):  # the listener is closed at once
-        async with httpx.AsyncClient(timeout=2) as fresh:
-            await fresh.get(f"{replica.url}/health")
+        async with httpx.AsyncClient(timeout=2) as other:
+            await other.get(f"{replica.url}/health")
     assert await asyncio.to_thread(replica.process.wait, 15) == 0
     assert time.monotonic() - started < int(env["CARACAL_SHUTDOWN_TIMEOUT_MS"]) / 1000 + 2
     assert replica.port is not None
