@@ -19,14 +19,15 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from caracal import key_rotation
-from caracal.db.engine import plain_url
+from caracal.db.engine import plain_url, transaction
+from caracal.domain.admin_tokens import seed_env_token
 from caracal.events import CHANGES, stream_entry
 from caracal.key_rotation import ZoneKeks, reseal_grant_tokens, reseal_provider_secrets, rewrap_zone_deks
 from caracal.settings import Settings, parse_kek
 from caracal.stream_keys import drained_report
-from tests.integration.api_helpers import AUTHORIZATION_CODE_CONFIG, make_provider, make_zone
+from tests.integration.api_helpers import AUTHORIZATION_CODE_CONFIG, bearer, make_provider, make_zone
 from tests.integration.test_api_provider_grants import oauth_world
-from tests.support import HMAC_KEY_HEX, KEK, ZONE_KEK_HEX, remember_secret, service_env
+from tests.support import HMAC_KEY_HEX, KEK, ZONE_KEK_HEX, eventually, remember_secret, service_env
 
 NEW_KEK_HEX = remember_secret("rotated CARACAL_KEK", secrets.token_hex(32))
 NEW_ZONE_KEK_HEX = remember_secret("rotated ZONE_KEK", secrets.token_hex(32))
@@ -246,3 +247,29 @@ async def test_streams_drained_waits_for_every_group_to_read_and_ack_and_checks_
     assert code == 0, output
     assert f"{CHANGES}: newest entry signed with the given STREAMS_HMAC_KEY" in output
     assert "drained: the consumers may be given the new STREAMS_HMAC_KEY now" in output
+
+
+async def test_a_new_caracal_admin_token_revokes_the_previous_one_and_an_api_rotation_needs_no_restart(
+    client: httpx.AsyncClient, admin: dict[str, str], engine: AsyncEngine
+) -> None:
+    """Seeding another CARACAL_ADMIN_TOKEN (the API's start) revokes the earlier env token; a token
+    minted through POST /v1/admin-tokens replaces another by DELETE, refused on its next request."""
+    minted = await client.post(
+        "/v1/admin-tokens", json={"name": "ops-2027", "scope": "global"}, headers=admin
+    )
+    assert minted.status_code == 201, minted.text
+    new_admin = {"Authorization": f"Bearer {remember_secret('minted', minted.json()['token'])}"}
+    replacement = remember_secret("env token", "cat_" + secrets.token_urlsafe(32))
+    async with transaction(engine) as conn:
+        await seed_env_token(conn, replacement)
+
+    async def old_env_token_refused() -> bool:  # this worker cached it up to CARACAL_AUTH_CACHE_TTL_MS
+        return (await client.get("/v1/zones", headers=admin)).status_code == 401
+
+    await eventually(old_env_token_refused, "the previous CARACAL_ADMIN_TOKEN refused", within=5)
+    assert (await client.get("/v1/zones", headers=bearer(replacement))).status_code == 200
+    [old_id] = [r.id for r in await _rows(engine, "SELECT id FROM admin_tokens WHERE name = 'ops-2027'")]
+    assert (await client.delete(f"/v1/admin-tokens/{old_id}", headers=bearer(replacement))).status_code == 204
+    assert (await client.get("/v1/zones", headers=new_admin)).status_code == 401
+    live = await _rows(engine, "SELECT name FROM admin_tokens WHERE revoked_at IS NULL")
+    assert [r.name for r in live] == ["bootstrap"]
