@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from caracal.db.locks import (
     AUDIT_SEAL_LOCK_KEY,
     DCR_GC_LOCK_KEY,
+    IDEMPOTENCY_EXPIRY_LOCK_KEY,
     OUTBOX_PRUNE_LOCK_KEY,
     SESSION_REAPER_LOCK_KEY,
     STREAM_LEASE_PREFIX,
@@ -31,6 +32,7 @@ REAPER_JOB_KEYS = {
     "audit-seal": AUDIT_SEAL_LOCK_KEY,
     "dcr-gc": DCR_GC_LOCK_KEY,
     "session-expiry": SESSION_REAPER_LOCK_KEY,
+    "idempotency-expiry": IDEMPOTENCY_EXPIRY_LOCK_KEY,
 }
 
 # A one-bigint advisory lock shows in pg_locks as classid (high 32 bits), objid (low), objsubid 1.

@@ -14,6 +14,7 @@ DCR_GC_LOCK_KEY = 7163920485318472  # the original's DCR client collector (CONTR
 SESSION_REAPER_LOCK_KEY = 7163920485318481  # the original's sessions reaper (CONTRACT.md §6)
 OUTBOX_PRUNE_LOCK_KEY = 7163920485318490  # reaper: outbox retention
 AUDIT_SEAL_LOCK_KEY = 7163920485318495  # reaper: the one admin audit chain sealer
+IDEMPOTENCY_EXPIRY_LOCK_KEY = 7163920485318496  # reaper: Idempotency-Key rows past 24 h
 
 FIXED_KEYS = {
     "MIGRATION_LOCK_KEY": MIGRATION_LOCK_KEY,
@@ -22,6 +23,7 @@ FIXED_KEYS = {
     "SESSION_REAPER_LOCK_KEY": SESSION_REAPER_LOCK_KEY,
     "OUTBOX_PRUNE_LOCK_KEY": OUTBOX_PRUNE_LOCK_KEY,
     "AUDIT_SEAL_LOCK_KEY": AUDIT_SEAL_LOCK_KEY,
+    "IDEMPOTENCY_EXPIRY_LOCK_KEY": IDEMPOTENCY_EXPIRY_LOCK_KEY,
 }
 
 # Derived keys: `hashtextextended(prefix || name, 0)` (64-bit) or `hashtext(prefix || name)`

@@ -5,19 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from litestar import Request
+from litestar import Request, Response
 from litestar.exceptions import ValidationException
 
-from caracal_api.auth import admin_guard
+from caracal_api.auth import admin_guard, bearer_token
+from caracal_api.idempotency import replay_if_known
 
 
-async def before_v1(request: Request[Any, Any, Any]) -> None:
-    """The admin guard, then the strict body check (auth precedes body checks). A before-request hook
-    rather than a Litestar guard: Litestar copies the route handler for every guard call."""
+async def before_v1(request: Request[Any, Any, Any]) -> Response[bytes] | None:
+    """The admin guard, the strict body check (auth precedes body checks), then a retried POST's
+    stored response (its Idempotency-Key). A before-request hook rather than a Litestar guard:
+    Litestar copies the route handler for every guard call."""
     handler = request.route_handler
     if not handler.opt.get("public"):
         await admin_guard(request, handler)
     await strict_body(request)
+    return await replay_if_known(request, bearer_token(request.headers.get("authorization")))
 
 
 async def strict_body(request: Request[Any, Any, Any]) -> None:

@@ -11,17 +11,17 @@ from typing import TYPE_CHECKING
 
 import msgspec
 from litestar import Litestar
+from litestar.config.app import AppConfig
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import RequestBody
-from litestar.plugins import ReceiveRoutePlugin
+from litestar.openapi.spec import OpenAPIType, Parameter, RequestBody, Schema
+from litestar.plugins import InitPluginProtocol, ReceiveRoutePlugin
 from litestar.routes import HTTPRoute
 
 from caracal_api.errors import PROBLEM
 
 if TYPE_CHECKING:
     from litestar._openapi.schema_generation import SchemaCreator
-    from litestar.openapi.spec import Schema
     from litestar.routes import BaseRoute
     from litestar.typing import FieldDefinition
 
@@ -33,8 +33,11 @@ _DESCRIPTIONS = {
     403: "The token's scope or capability does not allow this route",
     404: "No such object in this zone (or route disabled)",
     409: "Conflicts with the current state",
+    412: "If-Match holds no current ETag of the object (`precondition_failed`); nothing was written",
     413: "Body larger than API_BODY_LIMIT_BYTES (`payload_too_large`)",
     415: "Body is not JSON",
+    422: "The body breaks a rule of the route, or its Idempotency-Key was used for another request"
+    " in the last 24 h (`idempotency_key_reused`)",
     429: "Rate limited (`rate_limited`)",
     502: "An upstream service (a provider's token endpoint) failed",
     503: "A dependency does not answer, or the API is overloaded; retry later",
@@ -76,7 +79,14 @@ def request_path_statuses(handler: HTTPRouteHandler, path: str, path_params: boo
         found |= {400, 404}
     if "data" in handler.parsed_fn_signature.parameters:
         found |= {400, 413, 415}
+    if takes_idempotency_key(handler, path):
+        found |= {400, 422}
     return found
+
+
+def takes_idempotency_key(handler: HTTPRouteHandler, path: str) -> bool:
+    """Every /v1 POST called with a token (README, "Retries and Idempotency-Key")."""
+    return path.startswith("/v1/") and "POST" in handler.http_methods and not handler.opt.get("public")
 
 
 class ProblemResponses(ReceiveRoutePlugin):
@@ -121,4 +131,36 @@ def mark_optional_bodies(app: Litestar) -> None:
                     operation.request_body.required = False
 
 
-OPENAPI_PLUGINS = (ProblemResponses(), StrictBodySchema())
+IDEMPOTENCY_KEY = Parameter(
+    name="Idempotency-Key",
+    param_in="header",
+    required=False,
+    description="A retry with the same key and request within 24 h gets the first response again"
+    " (`idempotent-replayed: true`) and changes nothing; the key with another request is 422",
+    schema=Schema(type=OpenAPIType.STRING, min_length=1, max_length=255, pattern="^[!-~]+$"),
+)
+
+
+def document_idempotency_key(app: Litestar) -> None:
+    """The Idempotency-Key header on every operation that takes it (Litestar documents only the
+    parameters of the handler's signature; the key is read by the /v1 hook)."""
+    paths = app.openapi_schema.paths or {}
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute) or route.path_format not in paths:
+            continue
+        operation = paths[route.path_format].post
+        if operation is None or not any(takes_idempotency_key(h, route.path) for h in route.route_handlers):
+            continue
+        parameters = [p for p in operation.parameters or [] if p is not IDEMPOTENCY_KEY]
+        operation.parameters = [*parameters, IDEMPOTENCY_KEY]  # once, however often start-up runs
+
+
+class IdempotencyKeyHeader(InitPluginProtocol):
+    """Documents the header once the app has built its document (at start-up)."""
+
+    def on_app_init(self, app_config: AppConfig) -> AppConfig:
+        app_config.on_startup.append(document_idempotency_key)
+        return app_config
+
+
+OPENAPI_PLUGINS = (ProblemResponses(), StrictBodySchema(), IdempotencyKeyHeader())

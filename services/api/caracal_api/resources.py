@@ -9,17 +9,23 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from litestar import Response
 from litestar.datastructures import State
 from litestar.di import NamedDependency
+from litestar.serialization import encode_json
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from caracal import rego
 from caracal.db.engine import AFTER_COMMIT, read_retried, transaction
 from caracal.domain.audit import insert_audit_rows
+from caracal.domain.idempotency import store_response
+from caracal.errors import CaracalError
 from caracal.outbox import send_wake_hint
 from caracal.settings import Settings
 from caracal_api.audit_trail import AuditQueue, request_row
+from caracal_api.idempotency import STATE as IDEMPOTENCY_STATE
+from caracal_api.idempotency import replay_after_failure
 from caracal_api.ratelimit import RequestLimits, request_redis
 from caracal_api.token_cache import TokenCache, announce, listen_for_invalidations
 
@@ -153,6 +159,52 @@ class Resources:
             self.tokens.forget(message)
             await announce(self.limits.redis, message)
         self.wake.nudge()
+
+    async def write(self, request: Any, op: Callable[[AsyncConnection], Awaitable[Any]]) -> Response[Any]:
+        """A POST's transaction (`writing`): op's answer is encoded here as Litestar would, stored
+        under the request's Idempotency-Key in the same transaction, and sent as those bytes."""
+        try:
+            async with self.writing(request) as conn:
+                body = encode_json(await op(conn), request.route_handler.default_serializer)
+                await _remember(conn, request, body)
+        except (CaracalError, KeyTaken):
+            # a duplicate that committed first (the key's insert waited for it) answers instead
+            if (replayed := await replay_after_failure(request, self)) is None:
+                raise
+            return replayed
+        return _answer(request, body)
+
+    async def answer(self, request: Any, result: Any) -> Response[Any]:
+        """A POST that changes no rows (simulate, validate, authorize): its answer, stored under
+        the request's Idempotency-Key in a transaction of its own when it has one."""
+        body = encode_json(result, request.route_handler.default_serializer)
+        if request.scope["state"].get(IDEMPOTENCY_STATE) is not None:
+            try:
+                async with transaction(self.engine) as conn:
+                    await _remember(conn, request, body)
+            except KeyTaken:
+                if (replayed := await replay_after_failure(request, self)) is None:
+                    raise
+                return replayed
+        return _answer(request, body)
+
+
+class KeyTaken(Exception):
+    """A live key was stored by a concurrent duplicate: this transaction rolls back, that one answers."""
+
+
+async def _remember(conn: AsyncConnection, request: Any, body: bytes) -> None:
+    idem = request.scope["state"].get(IDEMPOTENCY_STATE)
+    handler = request.route_handler
+    if idem is not None and not await store_response(
+        conn, idem, handler.status_code, body, handler.media_type
+    ):
+        raise KeyTaken
+
+
+def _answer(request: Any, body: bytes) -> Response[Any]:
+    handler = request.route_handler
+    return Response(body, status_code=handler.status_code, media_type=handler.media_type)
 
 
 def provide_resources(state: State) -> Resources:

@@ -1,4 +1,4 @@
-"""The reaper's jobs: outbox retention, the audit sealer, DCR clean-up and session expiry."""
+"""The reaper's jobs: outbox retention, the audit sealer, DCR clean-up, session and Idempotency-Key expiry."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from caracal.audit_chain import seal_batch
 from caracal.db.locks import AUDIT_SEAL_LOCK_KEY, OUTBOX_PRUNE_LOCK_KEY
 from caracal.outbox import prune_delivered
 from caracal.settings import Settings
-from caracal_reaper.expiry_jobs import DCR_GC, SESSION_EXPIRY
+from caracal_reaper.expiry_jobs import DCR_GC, IDEMPOTENCY_EXPIRY, SESSION_EXPIRY
 from caracal_reaper.job import Job, Outcome
 
 PRUNE_BATCH = 5000
@@ -34,4 +34,4 @@ async def seal_audit_batch(conn: AsyncConnection, settings: Settings) -> Outcome
 # every second, so a row stays unsealed for about that long; a backlog is sealed batch after batch
 AUDIT_SEAL = Job("audit-seal", AUDIT_SEAL_LOCK_KEY, budget_s=2.0, batch=seal_audit_batch, interval_s=1.0)
 
-JOBS = (OUTBOX_PRUNE, AUDIT_SEAL, DCR_GC, SESSION_EXPIRY)
+JOBS = (OUTBOX_PRUNE, AUDIT_SEAL, DCR_GC, SESSION_EXPIRY, IDEMPOTENCY_EXPIRY)

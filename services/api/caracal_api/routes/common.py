@@ -96,12 +96,12 @@ def invalid_request(request: Request[Any, Any, Any], exc: ValidationException) -
     return handle_exception(request, exc)
 
 
-async def zone_before_body(request: Request[Any, Any, Any]) -> None:
+async def zone_before_body(request: Request[Any, Any, Any]) -> Response[bytes] | None:
     """The /v1 hook for a create route where a missing zone outranks a bad body (404 before 400, as
     the contract orders them): the zone is looked up only when the body fails, so a good request
     pays nothing for the order. Give it as the handler's `before_request`."""
     try:
-        await before_v1(request)
+        return await before_v1(request)
     except ValidationException:
         engine: AsyncEngine = request.app.state.resources.engine
         zone_id = str(request.path_params["zone_id"])
