@@ -1,0 +1,19 @@
+"""`make soak` in one minute: the same code (bench/soak.py) at a rate the shared CI cores can carry."""
+
+from __future__ import annotations
+
+import pytest
+from bench.soak import Plan, run_soak
+
+pytestmark = pytest.mark.e2e
+SECONDS = 60.0
+RATE = 25.0  # requests/s in total, a fraction of this machine's capacity, so other tests keep theirs
+
+
+async def test_a_minute_of_mixed_traffic_over_two_replicas_has_no_5xx_loses_nothing_and_stays_flat() -> None:
+    """Two API replicas, two dispatchers, 32 connections, GET/list/POST/PATCH/DELETE for a minute:
+    no 5xx or unanswered request, every event once in order, no process's memory growing past the bound."""
+    outcome = await run_soak(Plan(seconds=SECONDS, rate=RATE))
+    print("\n".join(outcome.lines))
+    assert not outcome.failures, "\n".join([*outcome.failures, *outcome.lines])
+    assert outcome.requests >= 0.8 * SECONDS * RATE, f"the load fell behind its schedule:\n{outcome.lines}"
