@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint typecheck unit bench migrate clean system-packages
+.PHONY: up test lint typecheck unit bench migrate clean system-packages soak
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || { echo "==> creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
@@ -14,9 +14,10 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 # Debian packages the suite runs for real, as <binary>:<package> (nginx: the rolling restart and the
-# forwarded-header tests, tests/e2e/nginx.py). Installed only when the binary is missing, and only as
-# root; otherwise we say what to install.
-SYSTEM_PACKAGES := nginx:nginx
+# forwarded-header tests, tests/e2e/nginx.py; faketime: the reaper on a skewed clock,
+# tests/e2e/test_faults.py). Installed only when the binary is missing, and only as root; otherwise we
+# say what to install.
+SYSTEM_PACKAGES := nginx:nginx faketime:faketime
 
 system-packages:
 	@for pair in $(SYSTEM_PACKAGES); do \
@@ -50,6 +51,12 @@ typecheck: $(STAMP)
 test: system-packages lint typecheck
 	@echo "==> pytest"
 	@$(BIN)/pytest -q
+
+# Mixed traffic at SOAK_PERCENT (80) % of the measured capacity, 32 connections, two API replicas and
+# two dispatchers, for SOAK_SECONDS (600); SOAK_RATE=<requests/s> skips the capacity probe. Fails on a
+# 5xx, a lost, repeated or reordered event, memory growth, or a p99 above its goal (bench/soak.py).
+soak: $(STAMP)
+	@$(BIN)/python -m bench.soak
 
 bench: $(STAMP)
 	@command -v wrk >/dev/null 2>&1 || echo "==> wrk not found: the api benchmark needs it (apt-get install -y wrk)"
