@@ -4,7 +4,9 @@ First pass, in chain order: a missing chain_seq is a deleted row; a row whose MA
 from the previous row's is suspect. Second pass, around each run of suspects only: the true order
 is rebuilt by following the links (which row's MAC follows from which), so a row that moved is
 named as reordered, with the position it was sealed at, and one that no link reaches as edited.
-Then every checkpoint's signature, and its chain_seq and MAC against the row it names.
+Then every checkpoint's signature, and its chain_seq and MAC against the row it names. Each row is
+checked with the key that sealed it: rotation checkpoints (signed by both keys) say where a key
+took over (caracal.audit_keys).
 """
 
 from __future__ import annotations
@@ -16,15 +18,11 @@ from typing import Any
 
 import asyncpg
 
-from caracal.audit_chain import (
-    GENESIS,
-    WRITTEN_SELECT,
-    canonical_content,
-    checkpoint_signature,
-    link,
-)
+from caracal.audit_chain import GENESIS, WRITTEN_SELECT, canonical_content, checkpoint_signature, link
+from caracal.audit_keys import KeyEpochs, KeysMissing, load_epochs
 from caracal.db.engine import plain_url
 from caracal.db.query import Row
+from caracal.settings import KeyRing
 
 READ_BATCH = 5000
 WINDOW = 64  # rows either side of a suspect run searched for the links that explain it
@@ -40,7 +38,7 @@ _AROUND = (
 )
 _COUNTS = "SELECT count(chain_seq) AS sealed, count(*) - count(chain_seq) AS unsealed FROM admin_audit_events"
 _CHECKPOINTS = """
-    SELECT c.chain_seq, c.mac, c.created_at, c.signature, e.id AS row_id, e.mac AS row_mac
+    SELECT c.chain_seq, c.mac, c.created_at, c.signature, c.previous_key_id, e.id AS row_id, e.mac AS row_mac
       FROM admin_audit_checkpoints c LEFT JOIN admin_audit_events e ON e.chain_seq = c.chain_seq
      ORDER BY c.chain_seq
 """
@@ -73,12 +71,14 @@ class Walk:
 
 
 class ChainVerifier:
-    def __init__(self, conn: asyncpg.Connection, key: bytes, say: Callable[[str], None]) -> None:
+    def __init__(self, conn: asyncpg.Connection, epochs: KeyEpochs, say: Callable[[str], None]) -> None:
         self.conn = conn
-        self.key = key
+        self.epochs = epochs
         self.say = say
 
     async def verify(self) -> list[Finding]:
+        for line in self.epochs.lines():
+            self.say(line)
         counts = await self.conn.fetchrow(_COUNTS)
         self.say(f"{counts['sealed']:,} sealed rows, {counts['unsealed']:,} not sealed yet (not checked)")
         self.say("pass 1: recomputing every MAC in chain order")
@@ -119,8 +119,9 @@ class ChainVerifier:
             walk.stored = walk.computed = row.mac  # its link is to a row that is gone: start again here
         else:
             content = canonical_content(row)
-            computed = link(self.key, walk.stored, content)
-            follows = row.mac in (computed, link(self.key, walk.computed, content))
+            key = self.epochs.key_for(row.chain_seq)
+            computed = link(key, walk.stored, content)
+            follows = row.mac in (computed, link(key, walk.computed, content))
             if not follows:
                 walk.suspects.append(row.chain_seq)
             walk.stored, walk.computed = row.mac, computed
@@ -134,7 +135,7 @@ class ChainVerifier:
         position, mac = (first - 1, anchor.mac) if anchor is not None else (0, GENESIS)
         placed: dict[str, int] = {}
         candidates = [r for r in rows if r.chain_seq >= first]
-        while (found := self._next(mac, candidates, placed)) is not None:
+        while (found := self._next(position + 1, mac, candidates, placed)) is not None:
             position += 1
             placed[found.id] = position
             mac = found.mac
@@ -143,9 +144,10 @@ class ChainVerifier:
         judged = (self._judge(row, placed.get(row.id)) for row in rows if first <= row.chain_seq <= last)
         return [finding for finding in judged if finding is not None]
 
-    def _next(self, mac: bytes, candidates: list[Any], placed: dict[str, int]) -> Any | None:
+    def _next(self, position: int, mac: bytes, candidates: list[Any], placed: dict[str, int]) -> Any | None:
+        key = self.epochs.key_for(position)
         for row in candidates:
-            if row.id not in placed and link(self.key, mac, canonical_content(row)) == row.mac:
+            if row.id not in placed and link(key, mac, canonical_content(row)) == row.mac:
                 return row
         return None
 
@@ -163,14 +165,19 @@ class ChainVerifier:
         for cp in await self.conn.fetch(_CHECKPOINTS):
             count += 1
             seq = cp["chain_seq"]
-            if checkpoint_signature(self.key, seq, cp["mac"], cp["created_at"]) != cp["signature"]:
+            signed = cp["previous_key_id"] is not None or (
+                checkpoint_signature(self.epochs.key_for(seq), seq, cp["mac"], cp["created_at"])
+                == cp["signature"]
+            )  # a rotation checkpoint's two signatures are checked with the epochs (rotation_findings)
+            if not signed:
                 findings.append(Finding("checkpoint", seq, None, "its signature does not match (edited)"))
             elif cp["row_id"] is None:
                 findings.append(Finding("checkpoint", seq, None, "the row it names is gone (rows deleted)"))
             elif cp["row_mac"] != cp["mac"]:
                 findings.append(Finding("checkpoint", seq, cp["row_id"], "the row's MAC differs from it"))
         self.say(f"{count:,} checkpoints read")
-        return findings
+        rotations = [Finding("checkpoint", seq, None, detail) for seq, detail in self.epochs.problems]
+        return findings + rotations
 
 
 def _runs(positions: list[int]) -> list[tuple[int, int]]:
@@ -184,11 +191,12 @@ def _runs(positions: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
-async def verify_chain(database_url: str, key: bytes, say: Callable[[str], None]) -> list[Finding]:
+async def verify_chain(database_url: str, keys: KeyRing, say: Callable[[str], None]) -> list[Finding]:
+    """Every finding; raises KeysMissing when a key that sealed part of the chain is not in `keys`."""
     conn = await asyncpg.connect(plain_url(database_url), timeout=10)
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):  # one consistent view
-            return await ChainVerifier(conn, key, say).verify()
+            return await ChainVerifier(conn, await load_epochs(conn, keys), say).verify()
     finally:
         await conn.close()
 
@@ -202,7 +210,11 @@ def verify_main() -> int:
         say("caracal audit verify needs DATABASE_URL and AUDIT_HMAC_KEY (the key the reaper seals with)")
         return 2
     say("verifying the admin audit chain")
-    findings = asyncio.run(verify_chain(settings.database_url, settings.audit_hmac_key, say))
+    try:
+        findings = asyncio.run(verify_chain(settings.database_url, settings.audit_hmac_key, say))
+    except KeysMissing as exc:
+        say(str(exc))
+        return 2
     for finding in findings:
         say(finding.line())
     if findings:

@@ -25,7 +25,10 @@ SERVICES = {"api": "caracal_api", "dispatcher": "caracal_dispatcher", "reaper": 
 COMMANDS = (*SERVICES, "migrate", "up", "audit", "keys", "status")
 # the commands that take a subcommand, each with the module function that runs it
 SUBCOMMANDS = {
-    "audit": {"verify": "caracal.audit_verify:verify_main"},
+    "audit": {
+        "verify": "caracal.audit_verify:verify_main",
+        "rotate-key": "caracal.audit_keys:rotate_key_main",
+    },
     "keys": {
         "rotate-kek": "caracal.key_rotation:rotate_kek_main",
         "rotate-zone-kek": "caracal.key_rotation:rotate_zone_kek_main",
@@ -55,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "subcommand",
         nargs="?",
-        help="audit: verify; keys: rotate-kek, rotate-zone-kek, streams-drained (docs/security.md)",
+        help="; ".join(f"{command}: {', '.join(known)}" for command, known in SUBCOMMANDS.items()),
     )
     parser.add_argument("--json", action="store_true", help="status: the facts as one JSON object")
     args = parser.parse_args(argv)

@@ -97,7 +97,9 @@ class Settings:
     shutdown_timeout_ms: int = 15000
     kek: KeyRing = field(default_factory=KeyRing)
     streams_hmac_key: bytes | None = None
-    audit_hmac_key: bytes | None = None  # the admin audit chain's key; required outside dev mode
+    # the admin audit chain's keys by id, the first sealing (docs/audit-chain.md, "Key rotation");
+    # None when unset, which only dev mode allows
+    audit_hmac_key: KeyRing | None = None
     zone_kek: bytes | None = None  # optional until providers hold secrets; caracal.sealing says so
     zone_kek_old: bytes | None = None  # only `caracal keys rotate-zone-kek` reads it: the key to leave
     mode: str = "stable"
@@ -174,7 +176,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         shutdown_timeout_ms=reader.integer("CARACAL_SHUTDOWN_TIMEOUT_MS", 15000, 0, 3_600_000),
         kek=reader.parsed("CARACAL_KEK", parse_kek, KeyRing()),
         streams_hmac_key=reader.parsed("STREAMS_HMAC_KEY", parse_hmac_key, None),
-        audit_hmac_key=reader.parsed("AUDIT_HMAC_KEY", parse_hmac_key, None),
+        audit_hmac_key=reader.parsed("AUDIT_HMAC_KEY", parse_hmac_ring, None),
         zone_kek=reader.parsed("ZONE_KEK", parse_zone_kek, None),
         zone_kek_old=reader.parsed("ZONE_KEK_OLD", parse_zone_kek, None),
         mode=reader.choice("CARACAL_MODE", "stable", MODES),
@@ -244,6 +246,22 @@ def parse_kek(raw: str) -> KeyRing:
         if any(kid == key_id for kid, _ in keys):
             raise ValueError(f"key id {key_id!r} appears twice")
         keys.append((key_id, bytes.fromhex(hexkey)))
+    return KeyRing(tuple(keys))
+
+
+def parse_hmac_ring(raw: str) -> KeyRing:
+    """`[<id>:]<hex>[,<id>:<hex>...]` (each at least 32 bytes); a bare key gets the id `default`."""
+    keys: list[tuple[str, bytes]] = []
+    for part in (p.strip() for p in raw.split(",")):
+        key_id, _, hexkey = part.rpartition(":") if ":" in part else ("default", "", part)
+        if not _KEK_ID.match(key_id):
+            raise ValueError(f"key id {key_id!r} must match [A-Za-z0-9_.-]{{1,64}}")
+        if any(kid == key_id for kid, _ in keys):
+            raise ValueError(f"key id {key_id!r} appears twice")
+        try:
+            keys.append((key_id, parse_hmac_key(hexkey)))
+        except ValueError as exc:
+            raise ValueError(f"key {key_id!r} {exc}" if raw != part else str(exc)) from None
     return KeyRing(tuple(keys))
 
 

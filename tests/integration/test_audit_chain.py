@@ -20,13 +20,14 @@ from caracal.cli import main
 from caracal.db.engine import create_engine
 from caracal.domain.audit import audit_row, insert_audit_rows
 from caracal.domain.context import Caller
-from caracal.settings import Settings
+from caracal.settings import KeyRing, Settings
 from caracal_reaper.jobs import AUDIT_SEAL
 from caracal_reaper.runner import Reaper
 from tests.integration.api_helpers import make_zone
 from tests.support import service_env
 
 KEY = bytes.fromhex("5a" * 32)
+RING = KeyRing((("default", KEY),))  # AUDIT_HMAC_KEY=<KEY_HEX>: a bare key is the id `default`
 KEY_HEX = "5a" * 32
 NOBODY = Caller(None, "req-test")
 
@@ -45,7 +46,7 @@ async def _seal(engine: AsyncEngine) -> int:
     sealed = 0
     while True:
         async with engine.begin() as conn:
-            report = await seal_batch(conn, KEY)
+            report = await seal_batch(conn, RING)
         sealed += report.sealed
         if not report.more:
             return sealed
@@ -83,7 +84,7 @@ async def _verify_command(env: dict[str, str]) -> tuple[int, str]:
 
 async def _findings(settings: Settings) -> list[Finding]:
     assert settings.database_url is not None
-    return await verify_chain(settings.database_url, KEY, lambda _line: None)
+    return await verify_chain(settings.database_url, RING, lambda _line: None)
 
 
 async def test_mutations_are_sealed_after_commit_into_a_linked_chain(
@@ -140,7 +141,7 @@ async def test_sealer_works_in_batches_of_a_thousand_and_checkpoints_the_head(en
     reports = []
     for _ in range(3):
         async with engine.begin() as conn:
-            reports.append(await seal_batch(conn, KEY))
+            reports.append(await seal_batch(conn, RING))
     assert [(r.sealed, r.more) for r in reports] == [(SEAL_BATCH, True), (SEAL_BATCH, True), (500, False)]
     assert reports[0].checkpoint == SEAL_BATCH  # the first checkpoint is due at once
     assert reports[2].checkpoint is None  # the next one only after CHECKPOINT_EVERY_S
@@ -154,7 +155,7 @@ async def test_two_reapers_at_once_seal_each_row_once(
 ) -> None:
     """The sealer job under its advisory lock: two reapers racing leave one chain without gaps."""
     await _write(engine, 1500)
-    keyed = replace(settings, audit_hmac_key=KEY)
+    keyed = replace(settings, audit_hmac_key=RING)
     second = create_engine(settings, pool_size=1)
     try:
         reapers = [Reaper(keyed, e, redis, [AUDIT_SEAL]) for e in (engine, second)]

@@ -8,7 +8,7 @@ import pytest
 
 from caracal.db.engine import server_settings
 from caracal.redis_client import cluster_nodes
-from caracal.settings import SettingsError, load_settings
+from caracal.settings import KeyRing, SettingsError, load_settings
 
 VALID = {
     "DATABASE_URL": "postgresql://u@127.0.0.1:5432/db",
@@ -162,13 +162,26 @@ def test_audit_hmac_key_is_hex_required_outside_dev_and_may_come_from_a_file(tmp
     with pytest.raises(SettingsError, match="^AUDIT_HMAC_KEY: required when CARACAL_MODE=stable"):
         load_settings(without)
     assert load_settings({**without, "CARACAL_MODE": "dev"}).audit_hmac_key is None
-    assert load_settings({**VALID, "AUDIT_HMAC_KEY": "ab" * 32}).audit_hmac_key == bytes.fromhex("ab" * 32)
+    assert load_settings({**VALID, "AUDIT_HMAC_KEY": "ab" * 32}).audit_hmac_key == KeyRing(
+        (("default", bytes.fromhex("ab" * 32)),)
+    )
     with pytest.raises(SettingsError, match="^AUDIT_HMAC_KEY: must decode to at least 32 bytes"):
         load_settings({**VALID, "AUDIT_HMAC_KEY": "ab" * 16})
     path = tmp_path / "audit.key"
     path.write_text("cd" * 32 + "\n")
     from_file = load_settings({**without, "AUDIT_HMAC_KEY_FILE": str(path)})
-    assert from_file.audit_hmac_key == bytes.fromhex("cd" * 32)
+    assert from_file.audit_hmac_key == KeyRing((("default", bytes.fromhex("cd" * 32)),))
+
+
+def test_audit_hmac_key_lists_keys_by_id_the_first_sealing_and_each_bad_one_is_named() -> None:
+    """`<id>:<hex>,...` as CARACAL_KEK (any length from 32 bytes); repr shows the ids, never the keys."""
+    ring = load_settings({**VALID, "AUDIT_HMAC_KEY": f"new:{'11' * 40}, old:{'22' * 32}"}).audit_hmac_key
+    assert ring is not None and ring.active == ("new", bytes.fromhex("11" * 40))
+    assert ring.get("old") == bytes.fromhex("22" * 32) and "1111" not in repr(ring)
+    with pytest.raises(SettingsError, match="^AUDIT_HMAC_KEY: key 'old' must decode to at least 32 bytes"):
+        load_settings({**VALID, "AUDIT_HMAC_KEY": f"new:{'11' * 32},old:{'22' * 8}"})
+    with pytest.raises(SettingsError, match="^AUDIT_HMAC_KEY: key id 'a' appears twice"):
+        load_settings({**VALID, "AUDIT_HMAC_KEY": f"a:{'11' * 32},a:{'22' * 32}"})
 
 
 def test_stable_mode_requires_signing_key_and_kek() -> None:

@@ -26,6 +26,7 @@ ADMIN_AUDIT_EVENTS_PAGE_IDX = "admin_audit_events_page_idx"
 ADMIN_AUDIT_EVENTS_UNSEALED_IDX = "admin_audit_events_unsealed_idx"
 ADMIN_AUDIT_EVENTS_CHAIN_SEQ_KEY = "admin_audit_events_chain_seq_key"
 ADMIN_AUDIT_CHECKPOINTS_PKEY = "admin_audit_checkpoints_pkey"
+ADMIN_AUDIT_CHECKPOINTS_ROTATION_CHECK = "admin_audit_checkpoints_rotation_check"
 
 admin_audit_events = Table(
     "admin_audit_events",
@@ -84,6 +85,15 @@ admin_audit_checkpoints = Table(
     Column("mac", LargeBinary, nullable=False),
     Column("created_at", TS, nullable=False),
     Column("signature", LargeBinary, nullable=False),
+    # the key signing this checkpoint and sealing the rows after it; a rotation also names the key
+    # it takes over from, with that key's signature (docs/audit-chain.md, "Key rotation")
+    Column("key_id", Text, nullable=False, server_default=text("'default'")),
+    Column("previous_key_id", Text),
+    Column("previous_signature", LargeBinary),
     PrimaryKeyConstraint("chain_seq", name=ADMIN_AUDIT_CHECKPOINTS_PKEY),
+    CheckConstraint(
+        "(previous_key_id IS NULL) = (previous_signature IS NULL)",
+        name=ADMIN_AUDIT_CHECKPOINTS_ROTATION_CHECK,
+    ),
     info=aggregate("admin_audit_checkpoint"),
 )
