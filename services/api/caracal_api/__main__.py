@@ -64,16 +64,20 @@ async def _require_zone_kek(settings: Settings, engine: AsyncEngine) -> None:
 KEEP_ALIVE_S = 5
 
 
-class DrainingProtocol(HttpToolsProtocol):
-    """uvicorn's HTTP/1.1 protocol, except that shutdown never closes an idle keep-alive connection.
+class HttpProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol with two differences.
 
-    Closing it races a request the proxy may be sending on it at that moment, and nginx does not
-    resend a POST that met a reset. So a draining connection answers its next request (if one comes)
-    with `Connection: close` and ends after it; an idle one is left for the client to close (the
-    proxy's keep-alive timeout) or for uvicorn's keep-alive timer.
+    Shutdown never closes an idle keep-alive connection: closing it races a request the proxy may be
+    sending on it at that moment, and nginx does not resend a POST that met a reset. A draining
+    connection answers its next request (if one comes) with `Connection: close` and ends after it; an
+    idle one is left for the client to close (the proxy's keep-alive timeout) or for uvicorn's timer.
+
+    Malformed bytes after a request that is being served wait for its answer: uvicorn would answer
+    400 and close at once, so a request that committed (a POST) would never get its 201 to the client.
     """
 
     draining = False
+    malformed: str | None = None
 
     def shutdown(self) -> None:
         self.draining = True
@@ -84,6 +88,21 @@ class DrainingProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         if self.draining and self.cycle is not None:
             self.cycle.keep_alive = False
+
+    def send_400_response(self, msg: str) -> None:
+        if self.cycle is None or self.cycle.response_complete:
+            super().send_400_response(msg)
+            return
+        self.malformed = msg
+        self.flow.pause_reading()
+
+    def on_response_complete(self) -> None:
+        if self.malformed is None:
+            super().on_response_complete()
+            return
+        self.server_state.total_requests += 1
+        if not self.transport.is_closing():
+            super().send_400_response(self.malformed)
 
 
 class DrainingServer(uvicorn.Server):
@@ -109,7 +128,7 @@ async def serve(settings: Settings, sock: socket.socket) -> None:
         timeout_graceful_shutdown=max(1, settings.shutdown_timeout_ms // 1000),
         lifespan="on",
         server_header=False,
-        http=DrainingProtocol,
+        http=HttpProtocol,
         timeout_keep_alive=KEEP_ALIVE_S,
         # our guard reads X-Forwarded-For itself, only behind TRUST_PROXY: uvicorn must not rewrite
         # the peer from it (by default it trusts loopback clients' headers)

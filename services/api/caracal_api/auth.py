@@ -34,7 +34,10 @@ def forwarded_client(header: str, hops: int) -> str | None:
 def client_ip(connection: ASGIConnection[Any, Any, Any, Any], settings: Settings) -> str:
     """The socket peer; behind TRUST_PROXY, the X-Forwarded-For entry TRUST_PROXY_HOPS from the right."""
     if settings.trust_proxy:
-        found = forwarded_client(connection.headers.get("x-forwarded-for", ""), settings.trust_proxy_hops)
+        # every header line, in order: a proxy may add its own line rather than append (HAProxy does),
+        # and the first line alone would be the client's claim
+        header = ",".join(connection.headers.getall("x-forwarded-for", []))
+        found = forwarded_client(header, settings.trust_proxy_hops)
         if found:
             return found
     return connection.client.host if connection.client else "unknown"
