@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint typecheck unit bench migrate clean system-packages soak
+.PHONY: up test lint typecheck unit bench migrate clean system-packages fuzz soak
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || { echo "==> creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
@@ -51,6 +51,11 @@ typecheck: $(STAMP)
 test: system-packages lint typecheck
 	@echo "==> pytest"
 	@$(BIN)/pytest -q
+
+# Schemathesis, every phase and check, FUZZ_EXAMPLES (default 500) cases per operation, a fresh seed
+# (FUZZ_SEED replays one); tests/fuzz. Not part of `make test` (the suite runs a bounded 30).
+fuzz: $(STAMP)
+	@$(BIN)/python -m tests.fuzz
 
 # Mixed traffic at SOAK_PERCENT (80) % of the measured capacity, 32 connections, two API replicas and
 # two dispatchers, for SOAK_SECONDS (600); SOAK_RATE=<requests/s> skips the capacity probe. Fails on a

@@ -15,9 +15,9 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import ASGIApp
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
-from redis.asyncio import Redis
 
 from caracal.db.engine import create_engine
+from caracal.redis_client import connect
 from caracal.settings import Settings
 from caracal.telemetry import instrument_clients
 from caracal_api.errors import handle_exception
@@ -25,6 +25,7 @@ from caracal_api.hooks import before_v1, strict_body
 from caracal_api.metrics import HttpMetrics
 from caracal_api.middleware import RequestContext
 from caracal_api.openapi import OPENAPI_PLUGINS, mark_optional_bodies
+from caracal_api.openapi_links import add_links
 from caracal_api.resources import Resources
 from caracal_api.routes.admin_audit import AdminAuditController, ZoneAdminAuditController
 from caracal_api.routes.admin_tokens import AdminTokenController, local_bootstrap
@@ -53,7 +54,7 @@ def openapi_json(request: Request[Any, Any, Any]) -> dict[str, Any]:
 
 def build_resources(settings: Settings) -> Resources:
     _, redis_url = settings.require_servers()
-    redis = Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30)
+    redis = connect(redis_url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30)
     return Resources(settings=settings, engine=create_engine(settings), redis=redis)
 
 
@@ -131,7 +132,7 @@ def routes_app(body_limit_bytes: int) -> Litestar:
         route_handlers=[v1, health, ready, metrics, openapi_json],
         exception_handlers={Exception: handle_exception},
         plugins=list(OPENAPI_PLUGINS),
-        on_startup=[mark_optional_bodies],
+        on_startup=[mark_optional_bodies, add_links],
         before_request=strict_body,
         lifespan=[_lifespan],
         request_max_body_size=body_limit_bytes,
