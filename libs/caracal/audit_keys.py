@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from caracal.audit_chain import AuditKeyMissing, Rotation, rotation_signature, seal_batch
@@ -185,4 +186,7 @@ def rotate_key_main() -> int:
         return 0 if asyncio.run(rotate_now(settings, settings.audit_hmac_key, say)) else 1
     except AuditKeyMissing as exc:
         say(str(exc))
+        return 2
+    except (OSError, SQLAlchemyError) as exc:  # unreachable, refused: one line, no traceback
+        say(f"the database did not answer: {exc.__class__.__name__}: {exc}")
         return 2

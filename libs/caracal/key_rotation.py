@@ -243,6 +243,8 @@ def _finish(
         tallies = asyncio.run(_connected(database_url, work))
     except RotationRefused as exc:
         return _refused(str(exc))
+    except (OSError, asyncpg.PostgresError) as exc:  # unreachable, refused: one line, no traceback
+        return _refused(f"the database did not answer: {exc}")
     unreadable = [(t.table, row_id) for t in tallies for row_id in t.unreadable]
     for tally in tallies:
         say(tally.line())

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from caracal.cli import say, settings_or_exit
 from caracal.events import CONTRACT_STREAMS, verify
@@ -95,7 +96,12 @@ def streams_drained_main() -> int:
         say("caracal keys streams-drained needs REDIS_URL")
         return 2
     say("checking that every consumer group has read and acknowledged every stream entry")
-    if asyncio.run(drained_report(settings.redis_url, settings.streams_hmac_key, say)):
+    try:
+        drained = asyncio.run(drained_report(settings.redis_url, settings.streams_hmac_key, say))
+    except RedisError as exc:
+        say(f"Redis did not answer: {exc}")
+        return 2
+    if drained:
         say("drained: the consumers may be given the new STREAMS_HMAC_KEY now")
         return 0
     say("not drained: an entry signed with the current key is still to be consumed; wait and run again")

@@ -273,3 +273,15 @@ async def test_a_new_caracal_admin_token_revokes_the_previous_one_and_an_api_rot
     assert (await client.get("/v1/zones", headers=new_admin)).status_code == 401
     live = await _rows(engine, "SELECT name FROM admin_tokens WHERE revoked_at IS NULL")
     assert [r.name for r in live] == ["bootstrap"]
+
+
+async def test_a_rotation_command_without_a_database_says_so_in_one_line_without_the_password(
+    settings: Settings,
+) -> None:
+    """Exit 2, one line, nothing of the URL's password (the port given has no server)."""
+    closed = "postgresql://caracal:pw-must-not-show@127.0.0.1:1/caracal"
+    code, output = await _cli(settings, "keys", "rotate-kek", DATABASE_URL=closed)
+    assert code == 2, output
+    [line] = output.strip().splitlines()
+    assert line.startswith("caracal: the database did not answer: ")
+    assert "pw-must-not-show" not in output
