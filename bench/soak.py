@@ -226,7 +226,7 @@ async def _progress(fleet: Fleet, traffic: Traffic, memory: Memory, began: float
     window = traffic.since(since)
     figures = latency_figures(window)
     p99 = ", ".join(f"{kind} {f[2]:.1f}" for kind, f in figures.items())
-    errors = sum(c.status >= 500 or not c.status for c in traffic.calls)
+    errors = sum(c.status >= 500 or not c.status for c in traffic.calls if c.ended)  # not in flight
     rss = ", ".join(f"{label} {points[-1][1]:.0f}" for label, points in sorted(memory.samples.items()))
     backlog = await undelivered(fleet.bench.database_url)
     say(

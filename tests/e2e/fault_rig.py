@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from caracal.embedded import EmbeddedPostgres, EmbeddedRedis
 from tests.support import ADMIN_TOKEN, Service, eventually, service_env, start_service, wait_ready
 
-IDLE_TX_TIMEOUT_MS = 3000
+IDLE_TX_TIMEOUT_MS = 4000
 DISK_SIZE = "64m"
 DELIVERY_WITHIN_S = 60.0
 

@@ -40,7 +40,9 @@ from tests.support import ADMIN_TOKEN, SERVICE_LOGS, eventually
 
 pytestmark = pytest.mark.e2e
 READS_AND_WRITES = {"get": 2, "post": 3, "patch": 1}
-SLOWEST_ANSWER_S = 2.0  # what "latency stays bounded" means while a dependency is away
+# what "latency stays bounded" means while a dependency is away: well below the 5 s a connect attempt
+# or a hung Redis call would take, with room for a CI machine shared by other work
+SLOWEST_ANSWER_S = 3.0
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -89,7 +91,8 @@ async def test_idle_transaction_is_ended_by_its_timeout_and_bounds_everyone_else
     timeout_s = IDLE_TX_TIMEOUT_MS / 1000
     assert timeout_s * 0.9 <= waited <= timeout_s + 3, f"the PATCH waited {waited:.2f} s"
     assert answered_ok(during, "post", 10), rig.tails()
-    assert slowest([c for c in during if c.ended < held + timeout_s]) < SLOWEST_ANSWER_S
+    # the others never waited for the lock: each answered well within the time the holder lived
+    assert slowest([c for c in during if c.ended < held + timeout_s]) < 0.75 * timeout_s
     assert not unexpected(rig.calls)
     log = (rig.postgres.directory / "postgres.log").read_text(errors="replace")
     assert "terminating connection due to idle-in-transaction timeout" in log
