@@ -8,6 +8,7 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from caracal.etags import etag_of_bytes
 from tests.integration.api_helpers import (
     count_rows,
     make_policy_set,
@@ -128,7 +129,7 @@ async def test_a_taken_name_is_409_policy_set_conflict_and_leaves_no_row_or_even
     assert (await _create(client, admin, other_zone, {"name": "Same"})).status_code == 201
 
 
-async def test_get_and_list_join_the_active_version_and_carry_its_etag(
+async def test_get_and_list_join_the_active_version_and_get_carries_its_strong_etag(
     client: httpx.AsyncClient, admin: dict[str, str]
 ) -> None:
     zone_id = await _zone(client, admin)
@@ -138,9 +139,9 @@ async def test_get_and_list_join_the_active_version_and_carry_its_etag(
     assert got.status_code == 200, got.text
     assert set(got.json()) == SET_FIELDS
     active_version = got.json()["active_version_id"]
-    assert active_version is not None and got.headers["etag"] == f'"{active_version}"'
+    assert active_version is not None and got.headers["etag"] == etag_of_bytes(got.content)
     idle_got = await client.get(f"/v1/zones/{zone_id}/policy-sets/{idle['id']}", headers=admin)
-    assert idle_got.json() == idle and idle_got.headers["etag"] == '"none"'
+    assert idle_got.json() == idle and idle_got.headers["etag"] == etag_of_bytes(idle_got.content)
     listed = await client.get(f"/v1/zones/{zone_id}/policy-sets", headers=admin)
     assert [(row["id"], row["active_version_id"]) for row in listed.json()] == [
         (idle["id"], None),

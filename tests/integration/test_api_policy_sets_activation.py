@@ -156,11 +156,11 @@ async def test_many_concurrent_activations_leave_exactly_one_active_version(
 async def test_if_match_makes_activation_a_compare_and_swap(
     client: httpx.AsyncClient, admin: dict[str, str], engine: AsyncEngine
 ) -> None:
+    """The set's GET ETag is the If-Match of activation; activating moves it, so a second use is 412."""
     zone_id = await _zone(client, admin)
     set_id = await _new_set(client, admin, zone_id, "A")
     first_id, second_id = [await make_policy_set_version(client, admin, zone_id, set_id) for _ in range(2)]
     etag = (await client.get(f"/v1/zones/{zone_id}/policy-sets/{set_id}", headers=admin)).headers["etag"]
-    assert etag == '"none"'
     ok = await _activate(client, admin, zone_id, set_id, {"version_id": first_id}, **{"If-Match": etag})
     assert ok.status_code == 202, ok.text
     events = await count_rows(engine, "event_outbox")
@@ -170,11 +170,33 @@ async def test_if_match_makes_activation_a_compare_and_swap(
     assert await active_bindings(engine, zone_id) == [(set_id, first_id)]
     assert await count_rows(engine, "event_outbox") == events
     fresh = (await client.get(f"/v1/zones/{zone_id}/policy-sets/{set_id}", headers=admin)).headers["etag"]
-    assert fresh == f'"{first_id}"'
+    assert fresh != etag
     moved = await _activate(client, admin, zone_id, set_id, {"version_id": second_id}, **{"If-Match": fresh})
     assert moved.status_code == 202
     unconditional = await _activate(client, admin, zone_id, set_id, {"version_id": first_id})
     assert unconditional.status_code == 202
+
+
+async def test_activation_still_takes_the_active_version_tag_of_activation_status(
+    client: httpx.AsyncClient, admin: dict[str, str], engine: AsyncEngine
+) -> None:
+    """The earlier If-Match form: `"none"` for an inactive set, `"<active version id>"` after."""
+    zone_id = await _zone(client, admin)
+    set_id = await _new_set(client, admin, zone_id, "A")
+    first_id, second_id = [await make_policy_set_version(client, admin, zone_id, set_id) for _ in range(2)]
+    ok = await _activate(client, admin, zone_id, set_id, {"version_id": first_id}, **{"If-Match": '"none"'})
+    assert ok.status_code == 202, ok.text
+    stale = await _activate(
+        client, admin, zone_id, set_id, {"version_id": second_id}, **{"If-Match": '"none"'}
+    )
+    assert (stale.status_code, stale.json()["error"]) == (412, "precondition_failed")
+    status = await client.get(f"/v1/zones/{zone_id}/policy-sets/{set_id}/activation-status", headers=admin)
+    assert status.headers["etag"] == f'"{first_id}"'
+    tag = {"If-Match": status.headers["etag"]}
+    assert (
+        await _activate(client, admin, zone_id, set_id, {"version_id": second_id}, **tag)
+    ).status_code == 202
+    assert await active_bindings(engine, zone_id) == [(set_id, second_id)]
 
 
 async def test_errors_come_in_the_contracts_order(

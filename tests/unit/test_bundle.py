@@ -14,7 +14,6 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from caracal.domain.policy_set_bundles import (
     BundleKey,
     canonical_bytes,
-    etag_matches,
     public_key_wire,
     require_key,
     sign_bundle,
@@ -58,14 +57,6 @@ def test_the_same_document_gives_the_same_bytes_and_signature() -> None:
     )
     assert (first.body, first.signature) == (second.body, second.signature)
     assert json.loads(first.body) == DOCUMENT
-
-
-def test_if_none_match_takes_lists_weak_tags_and_star() -> None:
-    assert etag_matches('"abc"', '"abc"')
-    assert etag_matches('"x", W/"abc"', '"abc"')
-    assert etag_matches("*", '"abc"')
-    assert not etag_matches('"abd"', '"abc"')
-    assert not etag_matches(None, '"abc"')
 
 
 def test_without_a_key_bundles_are_503_naming_the_variable() -> None:

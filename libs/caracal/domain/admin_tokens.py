@@ -192,6 +192,14 @@ async def list_admin_tokens(conn: AsyncConnection, page: Page) -> Listing[AdminT
     return listing(rows, page, token_wire)
 
 
+async def get_admin_token(conn: AsyncConnection, token_id: str) -> AdminToken:
+    """One token as the list shows it (there is no GET one: a conditional revocation compares it)."""
+    row = (await conn.execute(select(*_PUBLIC).where(admin_tokens.c.id == token_id))).first()
+    if row is None:
+        raise NotFound("admin_token_not_found", f"admin token {token_id} does not exist or is revoked")
+    return token_wire(row)
+
+
 async def revoke_admin_token(conn: AsyncConnection, token_id: str, caller: Caller) -> None:
     """Revoke at once (every replica looks tokens up per request); a revoked token is not found again."""
     row = (

@@ -110,6 +110,15 @@ async def list_invitations(conn: AsyncConnection, zone_id: str, page: Page) -> L
     return listing(await _PAGE.rows(conn, page, zone_id=zone_id), page, invitation_wire)
 
 
+async def get_invitation(conn: AsyncConnection, zone_id: str, invitation_id: str) -> Invitation:
+    """One invitation as the list shows it (there is no GET one: a conditional withdrawal compares it)."""
+    statement = select(*_COLUMNS).where(_IN_ZONE, invitations.c.id == bindparam("invitation_id"))
+    row = (await conn.execute(statement, {"zone_id": zone_id, "invitation_id": invitation_id})).first()
+    if row is None:
+        raise NotFound("invitation_not_found", f"invitation {invitation_id} does not exist or was accepted")
+    return invitation_wire(row)
+
+
 async def create_invitation(
     conn: AsyncConnection, zone_id: str, data: InvitationCreate, caller: Caller
 ) -> Invitation:

@@ -7,7 +7,8 @@ commit together, and the STS's `LIMIT 1` (no ORDER BY) can only ever find one ro
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from sqlalchemy import text
@@ -17,14 +18,15 @@ from caracal.db.locks import POLICY_ACTIVATION_PREFIX
 from caracal.domain.context import Caller
 from caracal.domain.policy_set_versions import checked_version
 from caracal.domain.wire import LenientBody, Name, Resource
-from caracal.errors import CaracalError, Conflict, NotFound
+from caracal.errors import Conflict, NotFound
+from caracal.etags import PreconditionFailed, etag_of, if_match_holds
 from caracal.events import POLICY_INVALIDATE, Scalar
 from caracal.outbox import record_event
 
+if TYPE_CHECKING:  # policy_sets imports this module (deleting an active set clears its binding)
+    from caracal.domain.policy_sets import PolicySet
+
 _ZONE_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
-_BINDING = text(
-    "SELECT active_version_id FROM policy_set_bindings WHERE zone_id = :zone_id AND policy_set_id = :set_id"
-)
 _SHARE_VERSIONS = text(
     "SELECT count(*) FROM (SELECT id FROM policy_versions WHERE id = ANY(:ids) FOR SHARE) AS referenced"
 )
@@ -54,11 +56,6 @@ _CLEAR_OWN = text(
 NOT_ACTIVE_ETAG = '"none"'
 
 
-class PreconditionFailed(CaracalError):
-    status = 412
-    title = "Precondition Failed"
-
-
 class Activation(LenientBody):
     version_id: Name
     shadow_version_id: Name | None = None
@@ -73,15 +70,21 @@ class ActivationAccepted(Resource):
 
 
 def activation_etag(active_version_id: str | None) -> str:
-    """The entity tag of a set's activation state: its active version (If-Match compares it)."""
+    """The tag of a set's activation state, its active version: activation-status answers it, and
+    If-Match on activation takes it as well as the set's own (representation) ETag."""
     return f'"{active_version_id}"' if active_version_id else NOT_ACTIVE_ETAG
 
 
-def if_match_holds(header: str | None, etag: str) -> bool:
-    if header is None:
-        return True
-    tags = [tag.strip() for tag in header.split(",")]
-    return "*" in tags or etag in tags
+async def _require_if_match(if_match: str | None, current_set: Callable[[], Awaitable[PolicySet]]) -> None:
+    """Under the zone lock: If-Match holds the active-version tag or the set's GET ETag (whose body
+    carries active_version_id, so it moves with every activation), else 412."""
+    if if_match is None:
+        return
+    current = await current_set()
+    if not if_match_holds(if_match, activation_etag(current.active_version_id), etag_of(current)):
+        raise PreconditionFailed(
+            "precondition_failed", "the set's active version moved since If-Match was read"
+        )
 
 
 def _component(value: str) -> str:
@@ -107,6 +110,7 @@ async def activate(
     *,
     if_match: str | None,
     caller: Caller,
+    current_set: Callable[[], Awaitable[PolicySet]],
 ) -> ActivationAccepted:
     """The contract's error order: version, its contract, shadow, its contract, then the binding."""
     active = await checked_version(conn, zone_id, set_id, data.version_id, "version_not_found")
@@ -116,11 +120,7 @@ async def activate(
             conn, zone_id, set_id, data.shadow_version_id, "shadow_version_not_found", shadow=True
         )
     await lock_zone_policy(conn, zone_id)
-    current = (await conn.execute(_BINDING, {"zone_id": zone_id, "set_id": set_id})).scalar()
-    if not if_match_holds(if_match, activation_etag(current)):
-        raise PreconditionFailed(
-            "precondition_failed", "the set's active version moved since If-Match was read"
-        )
+    await _require_if_match(if_match, current_set)
     referenced = sorted({*active.policy_version_ids, *(shadow.policy_version_ids if shadow else ())})
     shared = (await conn.execute(_SHARE_VERSIONS, {"ids": referenced})).scalar_one()
     if shared != len(referenced):

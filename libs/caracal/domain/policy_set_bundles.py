@@ -123,21 +123,13 @@ class SignedBundle:
 
     @property
     def etag(self) -> str:
-        return f'"{self.sha256}"'
+        return f'"{self.sha256}"'  # the form of caracal.etags: the quoted hex SHA-256 of the bytes
 
 
 def sign_bundle(document: dict[str, Any], key: BundleKey) -> SignedBundle:
     body = canonical_bytes(document)
     digest = hashlib.sha256(body).hexdigest()
     return SignedBundle(body, digest, key.sign(body), key.key_id, int(document["revision"]))
-
-
-def etag_matches(header: str | None, etag: str) -> bool:
-    """If-None-Match: `*`, or a list holding this entity tag (weak `W/` forms compare equal)."""
-    if header is None:
-        return False
-    tags = [tag.strip().removeprefix("W/") for tag in header.split(",")]
-    return "*" in tags or etag in tags
 
 
 # The version, and every policy version its manifest names (in this zone), in one read.

@@ -12,9 +12,11 @@ from litestar.params import FromPath, JSONBody
 from caracal.domain import admin_tokens
 from caracal.domain.admin_tokens import AdminToken, AdminTokenCreate, AdminTokenCreated
 from caracal.errors import Forbidden, NotFound
+from caracal.etags import require_unchanged
 from caracal_api.openapi import problems
 from caracal_api.resources import ResourcesDep, provide_resources
 from caracal_api.routes.common import LINK, PAGE, PageDep, caller_of, listed
+from caracal_api.routes.conditional import IfMatch, conditional
 
 GLOBAL_ONLY = "admin_token_management_requires_global"
 
@@ -44,12 +46,26 @@ class AdminTokenController(Controller):
             return await admin_tokens.create_admin_token(conn, data, caller_of(request))
 
     @delete(
-        "/{token_id:str}", opt={"param_error": "invalid_admin_token_id"}, summary="Revoke a token at once"
+        "/{token_id:str}",
+        opt={"param_error": "invalid_admin_token_id"},
+        responses=conditional(),
+        summary="Revoke a token at once",
     )
     async def revoke_token(
-        self, request: Request[Any, Any, Any], token_id: FromPath[str], res: ResourcesDep
+        self,
+        request: Request[Any, Any, Any],
+        token_id: FromPath[str],
+        res: ResourcesDep,
+        if_match: IfMatch = None,
     ) -> None:
         async with res.writing(request) as conn:
+            await require_unchanged(
+                conn,
+                if_match,
+                "admin_token",
+                (None, token_id),
+                lambda: admin_tokens.get_admin_token(conn, token_id),
+            )
             await admin_tokens.revoke_admin_token(conn, token_id, caller_of(request))
 
 

@@ -39,10 +39,12 @@ from caracal.domain.dcr import (
 )
 from caracal.domain.traits import trait_error
 from caracal.domain.zones import require_live_zone
+from caracal.etags import require_unchanged
 from caracal_api.openapi import problems
 from caracal_api.ratelimit import RequestLimits
 from caracal_api.resources import Resources, ResourcesDep, provide_resources
 from caracal_api.routes.common import LINK, PAGE, PageDep, caller_of, list_response, zone_before_body
+from caracal_api.routes.conditional import ETAG, IfMatch, conditional, tagged
 
 log = logging.getLogger("caracal.api.applications")
 BODY = {"body_error": "invalid_application"}
@@ -139,23 +141,26 @@ class ApplicationController(Controller):
         async with res.writing(request) as conn:
             return await applications.create_application(conn, zone_id, data, secret, caller)
 
-    @get("/{application_id:str}", summary="Get an application")
+    @get("/{application_id:str}", response_headers=[ETAG], summary="Get an application")
     async def get_application(
         self,
         zone_id: FromPath[str],
         application_id: FromPath[str],
         res: ResourcesDep,
         internals: Internals = None,
-    ) -> Application:
+    ) -> Response[Application]:
         traits = _shows_traits(internals)
-        return await res.read(
-            lambda conn: applications.get_application(conn, zone_id, application_id, traits=traits)
+        return tagged(
+            await res.read(
+                lambda conn: applications.get_application(conn, zone_id, application_id, traits=traits)
+            )
         )
 
     @patch(
         "/{application_id:str}",
         opt=BODY,
-        responses=problems(403, 404),
+        response_headers=[ETAG],
+        responses=conditional(403, 404),
         summary="Update an application's name, traits or client secret; answers the application",
     )
     async def update_application(
@@ -167,32 +172,44 @@ class ApplicationController(Controller):
         res: ResourcesDep,
         data: JSONBody[ApplicationUpdate],
         internals: Internals = None,
-    ) -> Application:
+        if_match: IfMatch = None,
+    ) -> Response[Application]:
         caller = caller_of(request)
         if isinstance(data.traits, list) and (refused := trait_error(data.traits, caller)) is not None:
             raise refused
         chosen = data.client_secret if isinstance(data.client_secret, str) else None
         secret = await new_client_secret(chosen) if chosen is not None else None
+        traits = _shows_traits(internals)
         async with res.writing(request) as conn:
-            return await applications.update_application(
+            await require_unchanged(
                 conn,
-                zone_id,
-                application_id,
-                data,
-                secret=secret,
-                caller=caller,
-                traits=_shows_traits(internals),
+                if_match,
+                "application",
+                (zone_id, application_id),
+                lambda: applications.get_application(conn, zone_id, application_id, traits=traits),
             )
+            updated = await applications.update_application(
+                conn, zone_id, application_id, data, secret=secret, caller=caller, traits=traits
+            )
+            return tagged(updated)
 
-    @delete("/{application_id:str}", summary="Archive an application")
+    @delete("/{application_id:str}", responses=conditional(), summary="Archive an application")
     async def delete_application(
         self,
         request: Request[Any, Any, Any],
         zone_id: FromPath[str],
         application_id: FromPath[str],
         res: ResourcesDep,
+        if_match: IfMatch = None,
     ) -> None:
         async with res.writing(request) as conn:
+            await require_unchanged(
+                conn,
+                if_match,
+                "application",
+                (zone_id, application_id),
+                lambda: applications.get_application(conn, zone_id, application_id, traits=False),
+            )
             await applications.delete_application(conn, zone_id, application_id, caller_of(request))
 
     @post(

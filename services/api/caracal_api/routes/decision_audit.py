@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from litestar import Controller, get
+from litestar import Controller, Response, get
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, Parameter
 
@@ -14,6 +14,7 @@ from caracal.domain.decision_audit import AuditDetailRow, AuditFilters, AuditPag
 from caracal_api.openapi import problems
 from caracal_api.resources import ResourcesDep, provide_resources
 from caracal_api.routes.common import ROWS_PAGE, QueryText
+from caracal_api.routes.conditional import ETAG, tagged
 
 Instant = Annotated[QueryText, Parameter(description="ISO-8601 UTC with Z, e.g. 2026-06-03T10:12:13.456Z")]
 
@@ -57,13 +58,14 @@ class DecisionAuditController(Controller):
 
     @get(
         "/by-request/{request_id:str}",
+        response_headers=[ETAG],
         responses=problems(404),
         summary="One request's decision audit events, oldest first",
     )
     async def request_events(
         self, zone_id: FromPath[str], request_id: FromPath[str], res: ResourcesDep
-    ) -> list[AuditDetailRow]:
-        return await res.read(lambda conn: decision_audit.request_events(conn, zone_id, request_id))
+    ) -> Response[list[AuditDetailRow]]:
+        return tagged(await res.read(lambda conn: decision_audit.request_events(conn, zone_id, request_id)))
 
     @get(
         "/by-request/{request_id:str}/explain",

@@ -10,9 +10,11 @@ from litestar.params import FromPath, FromQuery, JSONBody
 
 from caracal.domain import grants
 from caracal.domain.grants import Grant, GrantCreate, GrantFilters, GrantListRow, GrantStatus
+from caracal.etags import require_unchanged
 from caracal_api.openapi import problems
 from caracal_api.resources import ResourcesDep, provide_resources
 from caracal_api.routes.common import LINK, PAGE, PageDep, QueryText, caller_of, listed, zone_before_body
+from caracal_api.routes.conditional import ETAG, IfMatch, conditional, tagged
 
 
 def provide_filters(
@@ -87,17 +89,31 @@ class GrantController(Controller):
         async with res.writing(request) as conn:
             return await grants.create_grant(conn, zone_id, data, caller_of(request))
 
-    @get("/{grant_id:str}", summary="Get a grant")
-    async def get_grant(self, zone_id: FromPath[str], grant_id: FromPath[str], res: ResourcesDep) -> Grant:
-        return await res.read(lambda conn: grants.get_grant(conn, zone_id, grant_id))
+    @get("/{grant_id:str}", response_headers=[ETAG], summary="Get a grant")
+    async def get_grant(
+        self, zone_id: FromPath[str], grant_id: FromPath[str], res: ResourcesDep
+    ) -> Response[Grant]:
+        return tagged(await res.read(lambda conn: grants.get_grant(conn, zone_id, grant_id)))
 
-    @delete("/{grant_id:str}", summary="Revoke a grant and every active session of its user in the zone")
+    @delete(
+        "/{grant_id:str}",
+        responses=conditional(),
+        summary="Revoke a grant and every active session of its user in the zone",
+    )
     async def revoke_grant(
         self,
         request: Request[Any, Any, Any],
         zone_id: FromPath[str],
         grant_id: FromPath[str],
         res: ResourcesDep,
+        if_match: IfMatch = None,
     ) -> None:
         async with res.writing(request) as conn:
+            await require_unchanged(
+                conn,
+                if_match,
+                "grant",
+                (zone_id, grant_id),
+                lambda: grants.get_grant(conn, zone_id, grant_id),
+            )
             await grants.revoke_grant(conn, zone_id, grant_id, caller_of(request))

@@ -10,9 +10,11 @@ from litestar.params import FromPath, JSONBody
 
 from caracal.domain import invitations
 from caracal.domain.invitations import Invitation, InvitationCreate
+from caracal.etags import require_unchanged
 from caracal_api.openapi import problems
 from caracal_api.resources import ResourcesDep, provide_resources
 from caracal_api.routes.common import LINK, PAGE, PageDep, caller_of, listed
+from caracal_api.routes.conditional import IfMatch, conditional
 
 # a bad body is answered before the zone is looked at (CONTRACT.md §4.12): no zone_before_body here
 BODY = {"body_error": "invalid_invitation"}
@@ -52,13 +54,25 @@ class InvitationController(Controller):
         async with res.writing(request) as conn:
             return await invitations.create_invitation(conn, zone_id, data, caller_of(request))
 
-    @delete("/{invitation_id:str}", summary="Withdraw an invitation that was not accepted (hard delete)")
+    @delete(
+        "/{invitation_id:str}",
+        responses=conditional(),
+        summary="Withdraw an invitation that was not accepted (hard delete)",
+    )
     async def delete_invitation(
         self,
         request: Request[Any, Any, Any],
         zone_id: FromPath[str],
         invitation_id: FromPath[str],
         res: ResourcesDep,
+        if_match: IfMatch = None,
     ) -> None:
         async with res.writing(request) as conn:
+            await require_unchanged(
+                conn,
+                if_match,
+                "invitation",
+                (zone_id, invitation_id),
+                lambda: invitations.get_invitation(conn, zone_id, invitation_id),
+            )
             await invitations.delete_invitation(conn, zone_id, invitation_id, caller_of(request))

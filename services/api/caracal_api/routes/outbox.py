@@ -14,6 +14,7 @@ from caracal.domain.wire import Text
 from caracal_api.openapi import problems
 from caracal_api.resources import ResourcesDep, provide_resources
 from caracal_api.routes.common import LINK, PAGE, PageDep, QueryText, caller_of, listed, query_value
+from caracal_api.routes.conditional import ETAG, tagged
 
 
 class OutboxController(Controller):
@@ -52,9 +53,9 @@ class OutboxController(Controller):
             count = await dead_letters.requeue_dead(conn, caller_of(request), data.stream if data else None)
         return RequeueResult(requeued=count)
 
-    @get("/{event_id:str}", summary="One outbox event and its delivery state")
-    async def get_event(self, event_id: FromPath[str], res: ResourcesDep) -> OutboxEvent:
-        return await res.read(lambda conn: dead_letters.get_outbox_event(conn, event_id))
+    @get("/{event_id:str}", response_headers=[ETAG], summary="One outbox event and its delivery state")
+    async def get_event(self, event_id: FromPath[str], res: ResourcesDep) -> Response[OutboxEvent]:
+        return tagged(await res.read(lambda conn: dead_letters.get_outbox_event(conn, event_id)))
 
     @post(
         "/{event_id:str}/requeue",

@@ -25,10 +25,12 @@ from caracal.domain.policies import (
 from caracal.domain.policy_templates import PolicyTemplate, policy_templates
 from caracal.domain.wire import Resource
 from caracal.errors import Unprocessable
+from caracal.etags import require_unchanged
 from caracal.rego import PACKAGE, RESULT_RULE
 from caracal_api.openapi import problems
 from caracal_api.resources import ResourcesDep, provide_resources
 from caracal_api.routes.common import LINK, PAGE, PageDep, caller_of, listed, zone_before_body
+from caracal_api.routes.conditional import ETAG, IfMatch, conditional, tagged
 
 BODY = {"body_error": "invalid_body"}  # the contract's throwing-parse format
 
@@ -66,11 +68,11 @@ class PolicyController(Controller):
             request, res.engine, page, lambda conn, wanted: policies.list_policies(conn, zone_id, wanted)
         )
 
-    @get("/{policy_id:str}", summary="Get a policy with every version, newest first")
+    @get("/{policy_id:str}", response_headers=[ETAG], summary="Get a policy with every version, newest first")
     async def get_policy(
         self, zone_id: FromPath[str], policy_id: FromPath[str], res: ResourcesDep
-    ) -> PolicyDetail:
-        return await res.read(lambda conn: policies.get_policy(conn, zone_id, policy_id))
+    ) -> Response[PolicyDetail]:
+        return tagged(await res.read(lambda conn: policies.get_policy(conn, zone_id, policy_id)))
 
     @post(
         "/",
@@ -109,15 +111,23 @@ class PolicyController(Controller):
         async with res.writing(request) as conn:
             return await policies.create_policy_version(conn, zone_id, policy_id, checked, caller_of(request))
 
-    @delete("/{policy_id:str}", summary="Archive a policy (its versions stay)")
+    @delete("/{policy_id:str}", responses=conditional(), summary="Archive a policy (its versions stay)")
     async def delete_policy(
         self,
         request: Request[Any, Any, Any],
         zone_id: FromPath[str],
         policy_id: FromPath[str],
         res: ResourcesDep,
+        if_match: IfMatch = None,
     ) -> None:
         async with res.writing(request) as conn:
+            await require_unchanged(
+                conn,
+                if_match,
+                "policy",
+                (zone_id, policy_id),
+                lambda: policies.get_policy(conn, zone_id, policy_id),
+            )
             await policies.delete_policy(conn, zone_id, policy_id, caller_of(request))
 
 

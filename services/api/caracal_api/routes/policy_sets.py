@@ -31,22 +31,20 @@ from caracal.domain.policy_set_versions import (
     PolicySetVersionDetail,
 )
 from caracal.domain.policy_sets import PolicySet, PolicySetCreate
+from caracal.etags import if_none_match_holds, require_unchanged
 from caracal_api.openapi import problems
 from caracal_api.resources import ResourcesDep, provide_resources
 from caracal_api.routes.common import LINK, PAGE, PageDep, caller_of, listed, zone_before_body
+from caracal_api.routes.conditional import ETAG, IfMatch, conditional, tagged
 
 BODY = {"body_error": "invalid_body"}
 RESOURCES = {"res": Provide(provide_resources, sync_to_thread=False)}
 QUERY_MAX = 512
-ETAG = ResponseHeader(
-    name="etag", description="The set's active version, for If-Match", documentation_only=True
+VERSION_ETAG = ResponseHeader(
+    name="etag",
+    description='The set\'s active version (`"none"` when inactive); activation takes it as If-Match',
+    documentation_only=True,
 )
-IfMatch = Annotated[
-    str | None,
-    HeaderParameter(
-        name="if-match", required=False, description="Activate only if the set's ETag is still this"
-    ),
-]
 IfNoneMatch = Annotated[
     str | None,
     HeaderParameter(name="if-none-match", required=False, description="304 when the bundle is this"),
@@ -115,18 +113,29 @@ class PolicySetController(Controller):
     async def get_policy_set(
         self, zone_id: FromPath[str], policy_set_id: FromPath[str], res: ResourcesDep
     ) -> Response[PolicySet]:
-        found = await res.read(lambda conn: policy_sets.get_policy_set(conn, zone_id, policy_set_id))
-        return Response(found, headers={"etag": activation_etag(found.active_version_id)})
+        return tagged(await res.read(lambda conn: policy_sets.get_policy_set(conn, zone_id, policy_set_id)))
 
-    @delete("/{policy_set_id:str}", summary="Archive a policy set (an active one stops being active)")
+    @delete(
+        "/{policy_set_id:str}",
+        responses=conditional(),
+        summary="Archive a policy set (an active one stops being active)",
+    )
     async def delete_policy_set(
         self,
         request: Request[Any, Any, Any],
         zone_id: FromPath[str],
         policy_set_id: FromPath[str],
         res: ResourcesDep,
+        if_match: IfMatch = None,
     ) -> None:
         async with res.writing(request) as conn:
+            await require_unchanged(
+                conn,
+                if_match,
+                "policy_set",
+                (zone_id, policy_set_id),
+                lambda: policy_sets.get_policy_set(conn, zone_id, policy_set_id),
+            )
             await policy_sets.delete_policy_set(conn, zone_id, policy_set_id, caller_of(request))
 
     @post(
@@ -167,16 +176,22 @@ class PolicySetController(Controller):
 
         return await listed(request, res.engine, page, fetch)
 
-    @get("/{policy_set_id:str}/versions/{version_id:str}", summary="Get a policy-set version")
+    @get(
+        "/{policy_set_id:str}/versions/{version_id:str}",
+        response_headers=[ETAG],
+        summary="Get a policy-set version",
+    )
     async def get_version(
         self,
         zone_id: FromPath[str],
         policy_set_id: FromPath[str],
         version_id: FromPath[str],
         res: ResourcesDep,
-    ) -> PolicySetVersionDetail:
-        return await res.read(
-            lambda conn: policy_set_versions.get_version(conn, zone_id, policy_set_id, version_id)
+    ) -> Response[PolicySetVersionDetail]:
+        return tagged(
+            await res.read(
+                lambda conn: policy_set_versions.get_version(conn, zone_id, policy_set_id, version_id)
+            )
         )
 
     @get(
@@ -203,7 +218,7 @@ class PolicySetController(Controller):
             "x-caracal-bundle-key-id": bundle.key_id,
             "x-caracal-bundle-revision": str(bundle.revision),
         }
-        if policy_set_bundles.etag_matches(if_none_match, bundle.etag):
+        if if_none_match_holds(if_none_match, bundle.etag):
             return Response(b"", status_code=304, headers=headers)
         return Response(bundle.body, media_type=policy_set_bundles.MEDIA_TYPE, headers=headers)
 
@@ -245,12 +260,18 @@ class PolicySetController(Controller):
     ) -> ActivationAccepted:
         async with res.writing(request) as conn:
             return await policy_set_activation.activate(
-                conn, zone_id, policy_set_id, data, if_match=if_match, caller=caller_of(request)
+                conn,
+                zone_id,
+                policy_set_id,
+                data,
+                if_match=if_match,
+                caller=caller_of(request),
+                current_set=lambda: policy_sets.get_policy_set(conn, zone_id, policy_set_id),
             )
 
     @get(
         "/{policy_set_id:str}/activation-status",
-        response_headers=[ETAG],
+        response_headers=[VERSION_ETAG],
         summary="Whether a version is active, its invalidation delivered and the STS loaded it",
     )
     async def activation_status(

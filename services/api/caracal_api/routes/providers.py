@@ -11,9 +11,11 @@ from litestar.params import FromPath, JSONBody
 from caracal.domain import provider_changes, providers
 from caracal.domain.provider_changes import ProviderCreate, ProviderUpdate
 from caracal.domain.providers import Provider
+from caracal.etags import require_unchanged
 from caracal_api.openapi import problems
 from caracal_api.resources import ResourcesDep, provide_resources
 from caracal_api.routes.common import LINK, PAGE, PageDep, caller_of, listed, zone_before_body
+from caracal_api.routes.conditional import ETAG, IfMatch, conditional, tagged
 
 BODY = {"body_error": "invalid_provider"}
 
@@ -55,38 +57,65 @@ class ProviderController(Controller):
                 conn, zone_id, data, caller_of(request), zone_kek=res.settings.zone_kek
             )
 
-    @get("/{provider_id:str}", summary="Get a provider (secret_config_keys only, never secrets)")
+    @get(
+        "/{provider_id:str}",
+        response_headers=[ETAG],
+        summary="Get a provider (secret_config_keys only, never secrets)",
+    )
     async def get_provider(
         self, zone_id: FromPath[str], provider_id: FromPath[str], res: ResourcesDep
-    ) -> Provider:
-        return await res.read(lambda conn: providers.get_provider(conn, zone_id, provider_id))
+    ) -> Response[Provider]:
+        return tagged(await res.read(lambda conn: providers.get_provider(conn, zone_id, provider_id)))
 
     @patch(
         "/{provider_id:str}",
         opt=BODY,
-        responses=problems(409),
+        response_headers=[ETAG],
+        responses=conditional(409),
         summary="Update a provider; config_json replaces the public config, secrets sent replace all",
     )
     async def update_provider(
         self,
+        *,
         request: Request[Any, Any, Any],
         zone_id: FromPath[str],
         provider_id: FromPath[str],
         res: ResourcesDep,
         data: JSONBody[ProviderUpdate],
-    ) -> Provider:
+        if_match: IfMatch = None,
+    ) -> Response[Provider]:
         async with res.writing(request) as conn:
-            return await provider_changes.update_provider(
+            await require_unchanged(
+                conn,
+                if_match,
+                "provider",
+                (zone_id, provider_id),
+                lambda: providers.get_provider(conn, zone_id, provider_id),
+            )
+            updated = await provider_changes.update_provider(
                 conn, zone_id, provider_id, data, caller_of(request), zone_kek=res.settings.zone_kek
             )
+            return tagged(updated)
 
-    @delete("/{provider_id:str}", summary="Archive a provider (resources naming it are untouched)")
+    @delete(
+        "/{provider_id:str}",
+        responses=conditional(),
+        summary="Archive a provider (resources naming it are untouched)",
+    )
     async def delete_provider(
         self,
         request: Request[Any, Any, Any],
         zone_id: FromPath[str],
         provider_id: FromPath[str],
         res: ResourcesDep,
+        if_match: IfMatch = None,
     ) -> None:
         async with res.writing(request) as conn:
+            await require_unchanged(
+                conn,
+                if_match,
+                "provider",
+                (zone_id, provider_id),
+                lambda: providers.get_provider(conn, zone_id, provider_id),
+            )
             await providers.delete_provider(conn, zone_id, provider_id, caller_of(request))

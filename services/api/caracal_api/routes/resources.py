@@ -12,9 +12,11 @@ from caracal.db.paging import Page
 from caracal.domain import resource_changes, resources
 from caracal.domain.resource_rules import CONTROL_HEADER, CONTROL_HEADER_MANAGE, ResourceRules
 from caracal.domain.resources import Resource, ResourceCreate, ResourceUpdate
+from caracal.etags import require_unchanged
 from caracal_api.openapi import problems
 from caracal_api.resources import ResourcesDep, provide_resources
 from caracal_api.routes.common import LINK, PAGE, PageDep, caller_of, listed, zone_before_body
+from caracal_api.routes.conditional import ETAG, IfMatch, conditional, tagged
 
 BODY = {"body_error": "invalid_resource"}
 ControlHeader = Annotated[
@@ -67,21 +69,22 @@ class ResourceController(Controller):
         async with res.writing(request) as conn:
             return await resource_changes.create_resource(conn, zone_id, data, rules, caller_of(request))
 
-    @get("/{resource_id:str}", summary="Get a resource")
+    @get("/{resource_id:str}", response_headers=[ETAG], summary="Get a resource")
     async def get_resource(
         self,
         zone_id: FromPath[str],
         resource_id: FromPath[str],
         res: ResourcesDep,
         control: ControlHeader = None,
-    ) -> Resource:
+    ) -> Response[Resource]:
         rules = ResourceRules.of(res.settings, control)
-        return await res.read(lambda conn: resources.get_resource(conn, zone_id, resource_id, rules))
+        return tagged(await res.read(lambda conn: resources.get_resource(conn, zone_id, resource_id, rules)))
 
     @patch(
         "/{resource_id:str}",
         opt=BODY,
-        responses=problems(404, 409),
+        response_headers=[ETAG],
+        responses=conditional(404, 409),
         summary="Update a resource; its Gateway binding follows",
     )
     async def update_resource(
@@ -93,21 +96,38 @@ class ResourceController(Controller):
         res: ResourcesDep,
         data: JSONBody[ResourceUpdate],
         control: ControlHeader = None,
-    ) -> Resource:
+        if_match: IfMatch = None,
+    ) -> Response[Resource]:
         rules = ResourceRules.of(res.settings, control)
         async with res.writing(request) as conn:
-            return await resource_changes.update_resource(
+            await require_unchanged(
+                conn,
+                if_match,
+                "resource",
+                (zone_id, resource_id),
+                lambda: resources.get_resource(conn, zone_id, resource_id, rules),
+            )
+            updated = await resource_changes.update_resource(
                 conn, zone_id, resource_id, data, rules=rules, caller=caller_of(request)
             )
+            return tagged(updated)
 
-    @delete("/{resource_id:str}", responses=problems(409), summary="Archive a resource and unbind it")
+    @delete("/{resource_id:str}", responses=conditional(409), summary="Archive a resource and unbind it")
     async def delete_resource(
         self,
         request: Request[Any, Any, Any],
         zone_id: FromPath[str],
         resource_id: FromPath[str],
         res: ResourcesDep,
+        if_match: IfMatch = None,
     ) -> None:
         rules = ResourceRules.of(res.settings, None)
         async with res.writing(request) as conn:
+            await require_unchanged(
+                conn,
+                if_match,
+                "resource",
+                (zone_id, resource_id),
+                lambda: resources.get_resource(conn, zone_id, resource_id, rules),
+            )
             await resource_changes.delete_resource(conn, zone_id, resource_id, rules, caller_of(request))

@@ -13,6 +13,7 @@ from caracal.domain.step_up import ChallengeSatisfy, SatisfiedChallenge, StepUpC
 from caracal_api.openapi import problems
 from caracal_api.resources import ResourcesDep, provide_resources
 from caracal_api.routes.common import LINK, PAGE, PageDep, caller_of, listed
+from caracal_api.routes.conditional import ETAG, tagged
 
 # approval: the one mutation an `approve` token may make (caracal_api.auth)
 SATISFY = {"body_error": "invalid_request", "approval": True}
@@ -36,11 +37,11 @@ class StepUpChallengeController(Controller):
             request, res.engine, page, lambda conn, page: step_up.list_challenges(conn, zone_id, page)
         )
 
-    @get("/{challenge_id:str}", summary="Get a step-up challenge")
+    @get("/{challenge_id:str}", response_headers=[ETAG], summary="Get a step-up challenge")
     async def get_challenge(
         self, zone_id: FromPath[str], challenge_id: FromPath[str], res: ResourcesDep
-    ) -> StepUpChallenge:
-        return await res.read(lambda conn: step_up.get_challenge(conn, zone_id, challenge_id))
+    ) -> Response[StepUpChallenge]:
+        return tagged(await res.read(lambda conn: step_up.get_challenge(conn, zone_id, challenge_id)))
 
     @post(
         "/{challenge_id:str}/satisfy",

@@ -10,9 +10,11 @@ from litestar.params import FromPath, JSONBody
 
 from caracal.domain import teams
 from caracal.domain.teams import Team, TeamCreate, TeamUpdate
+from caracal.etags import require_unchanged
 from caracal_api.openapi import problems
 from caracal_api.resources import ResourcesDep, provide_resources
 from caracal_api.routes.common import LINK, PAGE, PageDep, caller_of, listed
+from caracal_api.routes.conditional import ETAG, IfMatch, conditional, tagged
 
 # teams POST and PATCH validate with the original's throwing parse: `invalid_body` with details.issues
 BODY = {"body_error": "invalid_body"}
@@ -52,34 +54,46 @@ class TeamController(Controller):
         async with res.writing(request) as conn:
             return await teams.create_team(conn, zone_id, data, caller_of(request))
 
-    @get("/{team_id:str}", summary="Get a team")
-    async def get_team(self, zone_id: FromPath[str], team_id: FromPath[str], res: ResourcesDep) -> Team:
-        return await res.read(lambda conn: teams.get_team(conn, zone_id, team_id))
+    @get("/{team_id:str}", response_headers=[ETAG], summary="Get a team")
+    async def get_team(
+        self, zone_id: FromPath[str], team_id: FromPath[str], res: ResourcesDep
+    ) -> Response[Team]:
+        return tagged(await res.read(lambda conn: teams.get_team(conn, zone_id, team_id)))
 
     @patch(
         "/{team_id:str}",
         opt=BODY,
-        responses=problems(409),
+        response_headers=[ETAG],
+        responses=conditional(409),
         summary="Update a team's name or members (members replace the list)",
     )
     async def update_team(
         self,
+        *,
         request: Request[Any, Any, Any],
         zone_id: FromPath[str],
         team_id: FromPath[str],
         res: ResourcesDep,
         data: JSONBody[TeamUpdate],
-    ) -> Team:
+        if_match: IfMatch = None,
+    ) -> Response[Team]:
         async with res.writing(request) as conn:
-            return await teams.update_team(conn, zone_id, team_id, data, caller_of(request))
+            await require_unchanged(
+                conn, if_match, "team", (zone_id, team_id), lambda: teams.get_team(conn, zone_id, team_id)
+            )
+            return tagged(await teams.update_team(conn, zone_id, team_id, data, caller_of(request)))
 
-    @delete("/{team_id:str}", summary="Delete a team (hard delete)")
+    @delete("/{team_id:str}", responses=conditional(), summary="Delete a team (hard delete)")
     async def delete_team(
         self,
         request: Request[Any, Any, Any],
         zone_id: FromPath[str],
         team_id: FromPath[str],
         res: ResourcesDep,
+        if_match: IfMatch = None,
     ) -> None:
         async with res.writing(request) as conn:
+            await require_unchanged(
+                conn, if_match, "team", (zone_id, team_id), lambda: teams.get_team(conn, zone_id, team_id)
+            )
             await teams.delete_team(conn, zone_id, team_id, caller_of(request))

@@ -10,9 +10,11 @@ from litestar.params import FromPath, JSONBody
 
 from caracal.domain import zones
 from caracal.domain.zones import Zone, ZoneCreate, ZoneDcrStatus, ZoneUpdate
+from caracal.etags import require_unchanged
 from caracal_api.openapi import problems
 from caracal_api.resources import ResourcesDep, provide_resources
 from caracal_api.routes.common import LINK, PAGE, PageDep, caller_of, listed
+from caracal_api.routes.conditional import ETAG, IfMatch, conditional, tagged
 
 BODY = {"body_error": "invalid_zone"}
 
@@ -45,9 +47,9 @@ class ZoneController(Controller):
         async with res.writing(request) as conn:
             return await zones.create_zone(conn, res.settings.kek, data, caller_of(request))
 
-    @get("/{zone_id:str}", summary="Get a zone")
-    async def get_zone(self, zone_id: FromPath[str], res: ResourcesDep) -> Zone:
-        return await res.read(lambda conn: zones.get_zone(conn, zone_id))
+    @get("/{zone_id:str}", response_headers=[ETAG], summary="Get a zone")
+    async def get_zone(self, zone_id: FromPath[str], res: ResourcesDep) -> Response[Zone]:
+        return tagged(await res.read(lambda conn: zones.get_zone(conn, zone_id)))
 
     @get("/{zone_id:str}/dcr-status", summary="DCR switch and live DCR applications of a zone")
     async def dcr_status(self, zone_id: FromPath[str], res: ResourcesDep) -> ZoneDcrStatus:
@@ -56,7 +58,8 @@ class ZoneController(Controller):
     @patch(
         "/{zone_id:str}",
         opt=BODY,
-        responses=problems(409),
+        response_headers=[ETAG],
+        responses=conditional(409),
         summary="Update a zone; dcr_enabled=false may shut DCR down",
     )
     async def update_zone(
@@ -65,13 +68,24 @@ class ZoneController(Controller):
         zone_id: FromPath[str],
         res: ResourcesDep,
         data: JSONBody[ZoneUpdate],
-    ) -> Zone:
+        if_match: IfMatch = None,
+    ) -> Response[Zone]:
         async with res.writing(request) as conn:
-            return await zones.update_zone(conn, zone_id, data, caller_of(request))
+            await require_unchanged(
+                conn, if_match, "zone", (None, zone_id), lambda: zones.get_zone(conn, zone_id)
+            )
+            return tagged(await zones.update_zone(conn, zone_id, data, caller_of(request)))
 
-    @delete("/{zone_id:str}", summary="Archive a zone")
+    @delete("/{zone_id:str}", responses=conditional(), summary="Archive a zone")
     async def delete_zone(
-        self, request: Request[Any, Any, Any], zone_id: FromPath[str], res: ResourcesDep
+        self,
+        request: Request[Any, Any, Any],
+        zone_id: FromPath[str],
+        res: ResourcesDep,
+        if_match: IfMatch = None,
     ) -> None:
         async with res.writing(request) as conn:
+            await require_unchanged(
+                conn, if_match, "zone", (None, zone_id), lambda: zones.get_zone(conn, zone_id)
+            )
             await zones.delete_zone(conn, zone_id, caller_of(request))
