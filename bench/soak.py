@@ -258,6 +258,8 @@ async def _judge(
     if missing:
         failures.append(f"acknowledged writes without their event: {missing[:5]}")
     lines += ["memory (RSS from the end of warm-up):", *(f"  {line}" for line in memory.lines())]
+    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    lines.append(f"load average at the end: {load} on {os.cpu_count()} cores (shared with the run)")
     failures += memory.grown(("api", "dispatcher"))
     return Outcome(lines, failures, misses, len(measured))
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bench.traffic import EXPECTED, Call, Traffic, delivery_verdict, undelivered
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from caracal.embedded import EmbeddedPostgres, EmbeddedRedis
 from tests.support import ADMIN_TOKEN, Service, eventually, service_env, start_service, wait_ready
@@ -129,7 +130,7 @@ async def all_delivered_once_in_order(rig: Rig) -> None:
 async def full_disk(rig: Rig) -> AsyncIterator[str]:
     """Redis' disk full for the block (a filler file takes every free byte of the tmpfs); yields how.
 
-    Without a tmpfs (not root), Redis' memory is "full" instead: maxmemory at what it uses, with
+    Without a tmpfs (not root), Redis' memory is "full" instead: maxmemory below what it uses, with
     noeviction, so writes are refused with OOM the way a full disk refuses them with MISCONF."""
     if not rig.mounted:
         async with _full_memory(rig) as how:
@@ -159,21 +160,21 @@ def _fill(path: Path) -> None:
 async def _full_memory(rig: Rig) -> AsyncIterator[str]:
     redis = Redis.from_url(rig.redis.url)
     try:
-        used = int((await redis.info("memory"))["used_memory"])
-        await redis.config_set("maxmemory", used)
-        yield f"maxmemory {used} bytes with noeviction (no tmpfs: not root)"
+        limit = int((await redis.info("memory"))["used_memory"]) // 2  # below what the data needs
+        await redis.config_set("maxmemory", limit)
+        yield f"maxmemory {limit} bytes with noeviction (no tmpfs: not root)"
     finally:
         await redis.config_set("maxmemory", 0)
         await redis.aclose()
 
 
 async def redis_refuses_writes(rig: Rig) -> bool:
-    """Redis says its last AOF write failed (or that it is out of memory)."""
+    """A write to Redis is refused: MISCONF (its last AOF write failed) or OOM (over maxmemory)."""
     redis = Redis.from_url(rig.redis.url)
     try:
-        if rig.mounted:
-            return (await redis.info("persistence")).get("aof_last_write_status") == "err"
-        memory = await redis.info("memory")
-        return int(memory["maxmemory"]) > 0 and int(memory["used_memory"]) >= int(memory["maxmemory"])
+        await redis.set("caracal:e2e:full-probe", "1")
+    except ResponseError:
+        return True
     finally:
         await redis.aclose()
+    return False
