@@ -25,6 +25,7 @@ from caracal_api.resources import Resources
 from tests.app_pool import route_table
 from tests.integration.api_helpers import make_token, settle
 from tests.integration.test_route_table_isolation import ZONE_PREFIX, ZoneRoute, populated_zone, state_of
+from tests.integration.wire_budget import ADMIN, Counted, measure, warm
 
 STALE = '"0000000000000000000000000000000000000000000000000000000000000000"'
 # (path) -> the body of the n-th PATCH of that route: each differs, so every PATCH changes the object.
@@ -192,3 +193,25 @@ async def test_two_concurrent_patches_with_the_same_if_match_exactly_one_wins(
         assert sorted(answer.status_code for answer in answers) == [200, 412], route
         winner = next(answer for answer in answers if answer.status_code == 200)
         assert await current_tag(client, admin, url) == winner.headers["etag"], route
+
+
+async def round_trips(counted: Counted, method: str, url: str, body: Any, headers: dict[str, str]) -> int:
+    await warm(counted)
+    counted.wire.reset()
+    answer = await counted.http.request(method, url, json=body, headers={**ADMIN, **headers})
+    assert answer.status_code == 200, answer.text
+    await counted.resources.settled()
+    return counted.wire.total
+
+
+async def test_a_tagged_get_stays_one_round_trip_and_if_match_adds_two_to_a_write(
+    counted: Counted, engine: AsyncEngine
+) -> None:
+    """The tag is computed from the encoded body; the lock and the read happen only with If-Match."""
+    objects = await world(counted.http, ADMIN, engine, "Counted")
+    for route in single_object_gets(counted.resources):
+        assert await measure(counted, "GET", route.url(objects)) <= 1, route
+    zone = f"/v1/zones/{objects['zone_id']}"
+    plain = await round_trips(counted, "PATCH", zone, {"name": "plain"}, {})
+    tag = (await counted.http.get(zone, headers=ADMIN)).headers["etag"]
+    assert await round_trips(counted, "PATCH", zone, {"name": "tagged"}, {"If-Match": tag}) == plain + 2
