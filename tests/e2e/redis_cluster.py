@@ -6,6 +6,7 @@ an operator builds one: six `cluster-enabled` servers, then `redis-cli --cluster
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import time
@@ -24,6 +25,18 @@ def cluster_port() -> int:
         port = free_port()
         if port + BUS_OFFSET < 65536 and not _port_answers(port + BUS_OFFSET):
             return port
+
+
+class NodeDidNotStart(RuntimeError):
+    pass
+
+
+def _read_from(path: Path, offset: int) -> bytes:
+    if not path.exists():
+        return b""
+    with path.open("rb") as log:
+        log.seek(offset)
+        return log.read()
 
 
 @dataclass
@@ -46,13 +59,17 @@ class ClusterNode:
             *("--cluster-node-timeout", str(NODE_TIMEOUT_MS), "--appendonly", "no", "--save", ""),
             *("--protected-mode", "no", "--logfile", "redis.log"),
         ]
+        log = self.directory / "redis.log"
+        seen = log.stat().st_size if log.exists() else 0
         self.process = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )
+        # Its own log line, not an answering port: another process may have taken the port meanwhile.
         deadline = time.monotonic() + 15
-        while not _port_answers(self.port):
+        while b"Ready to accept connections" not in _read_from(log, seen):
             if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"cluster node did not start; see {self.directory / 'redis.log'}")
+                self.kill()
+                raise NodeDidNotStart(f"cluster node on {self.port} did not start; see {log}")
             time.sleep(0.02)
 
     def kill(self) -> None:
@@ -94,12 +111,25 @@ class LocalCluster:
         return "redis+cluster://" + ",".join(node.address for node in self.nodes[:2])
 
     def start(self) -> None:
-        self.nodes = [ClusterNode(self.directory / f"node{n}", cluster_port()) for n in range(6)]
-        for node in self.nodes:
-            node.start()
+        self.nodes = [self._new_node(self.directory / f"node{n}") for n in range(6)]
         addresses = [node.address for node in self.nodes]
         redis_cli("--cluster", "create", *addresses, "--cluster-replicas", "1", "--cluster-yes")
         self.wait_healthy()
+
+    @staticmethod
+    def _new_node(directory: Path, tries: int = 5) -> ClusterNode:
+        """A started node; a port taken between choosing and binding it is chosen again."""
+        for _ in range(tries - 1):
+            node = ClusterNode(directory, cluster_port())
+            try:
+                node.start()
+            except NodeDidNotStart:
+                shutil.rmtree(directory)  # its nodes.conf names the port it could not have
+                continue
+            return node
+        node = ClusterNode(directory, cluster_port())
+        node.start()
+        return node
 
     def wait_healthy(self, within: float = 30) -> None:
         """Until every live node says the cluster is ok and has three masters with a replica each."""
