@@ -80,7 +80,7 @@ def request_path_statuses(handler: HTTPRouteHandler, path: str, path_params: boo
     if "data" in handler.parsed_fn_signature.parameters:
         found |= {400, 413, 415}
     if takes_idempotency_key(handler, path):
-        found |= {400, 422}
+        found |= {400, 409, 422}  # a bad key; a duplicate's race lost (rare); a reused key
     return found
 
 

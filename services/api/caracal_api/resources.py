@@ -20,7 +20,7 @@ from caracal import rego
 from caracal.db.engine import AFTER_COMMIT, read_retried, transaction
 from caracal.domain.audit import insert_audit_rows
 from caracal.domain.idempotency import store_response
-from caracal.errors import CaracalError
+from caracal.errors import CaracalError, Conflict
 from caracal.outbox import send_wake_hint
 from caracal.settings import Settings
 from caracal_api.audit_trail import AuditQueue, request_row
@@ -167,7 +167,7 @@ class Resources:
             async with self.writing(request) as conn:
                 body = encode_json(await op(conn), request.route_handler.default_serializer)
                 await _remember(conn, request, body)
-        except (CaracalError, KeyTaken):
+        except CaracalError:
             # a duplicate that committed first (the key's insert waited for it) answers instead
             if (replayed := await replay_after_failure(request, self)) is None:
                 raise
@@ -189,8 +189,12 @@ class Resources:
         return _answer(request, body)
 
 
-class KeyTaken(Exception):
-    """A live key was stored by a concurrent duplicate: this transaction rolls back, that one answers."""
+class KeyTaken(Conflict):
+    """A live key was stored by a concurrent duplicate: this transaction rolls back and that one's
+    response answers; 409 only if it is gone by then (expired in between)."""
+
+    def __init__(self) -> None:
+        super().__init__("idempotency_key_in_progress", "another request with this Idempotency-Key won")
 
 
 async def _remember(conn: AsyncConnection, request: Any, body: bytes) -> None:

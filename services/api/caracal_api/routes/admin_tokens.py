@@ -41,9 +41,10 @@ class AdminTokenController(Controller):
     )
     async def create_token(
         self, request: Request[Any, Any, Any], res: ResourcesDep, data: JSONBody[AdminTokenCreate]
-    ) -> AdminTokenCreated:
-        async with res.writing(request) as conn:
-            return await admin_tokens.create_admin_token(conn, data, caller_of(request))
+    ) -> Response[AdminTokenCreated]:
+        return await res.write(
+            request, lambda conn: admin_tokens.create_admin_token(conn, data, caller_of(request))
+        )
 
     @delete(
         "/{token_id:str}",

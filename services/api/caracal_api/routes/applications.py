@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.di import Provide
 from litestar.params import FromPath, HeaderParameter, JSONBody
 from redis.exceptions import RedisError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from caracal.db.paging import Page
 from caracal.domain import applications
@@ -82,14 +84,22 @@ async def _over_dcr_rate(limits: RequestLimits, zone_id: str, caller: Caller) ->
 
 
 async def _register(
-    request: Request[Any, Any, Any], res: Resources, zone_id: str, registration: Registration
-) -> Any:
-    """Both DCR routes: the rate window, then one transaction (zone lock, switch, cap, insert)."""
+    request: Request[Any, Any, Any],
+    res: Resources,
+    zone_id: str,
+    registration: Registration,
+    answer: Callable[[Any], Any],
+) -> Response[Any]:
+    """Both DCR routes: one transaction (zone lock, switch, cap, insert); `answer` shapes the row."""
     caller = caller_of(request)
-    async with res.writing(request) as conn:
-        return await register_dcr_application(
+
+    async def register(conn: AsyncConnection) -> Any:
+        row = await register_dcr_application(
             conn, zone_id, registration, caller, max_live=res.settings.dcr_max_live_per_zone
         )
+        return answer(row)
+
+    return await res.write(request, register)
 
 
 async def _within_dcr_rate(request: Request[Any, Any, Any], res: Resources, zone_id: str) -> None:
@@ -131,15 +141,16 @@ class ApplicationController(Controller):
         zone_id: FromPath[str],
         res: ResourcesDep,
         data: JSONBody[ApplicationCreate],
-    ) -> ApplicationWithSecret:
+    ) -> Response[ApplicationWithSecret]:
         caller = caller_of(request)
         if (refused := trait_error(data.traits, caller)) is not None:
             # the contract checks the zone before the traits: a missing zone answers 404 first
             await res.read(lambda conn: require_live_zone(conn, zone_id))
             raise refused
         secret = await new_client_secret()  # before the transaction: no connection waits on Argon2id
-        async with res.writing(request) as conn:
-            return await applications.create_application(conn, zone_id, data, secret, caller)
+        return await res.write(
+            request, lambda conn: applications.create_application(conn, zone_id, data, secret, caller)
+        )
 
     @get("/{application_id:str}", response_headers=[ETAG], summary="Get an application")
     async def get_application(
@@ -224,10 +235,14 @@ class ApplicationController(Controller):
         zone_id: FromPath[str],
         application_id: FromPath[str],
         res: ResourcesDep,
-    ) -> ApplicationWithSecret:
+    ) -> Response[ApplicationWithSecret]:
         secret = await new_client_secret()
-        async with res.writing(request) as conn:
-            return await applications.rotate_secret(conn, zone_id, application_id, secret, caller_of(request))
+        return await res.write(
+            request,
+            lambda conn: applications.rotate_secret(
+                conn, zone_id, application_id, secret, caller_of(request)
+            ),
+        )
 
     @post(
         "/dcr",
@@ -241,10 +256,12 @@ class ApplicationController(Controller):
         zone_id: FromPath[str],
         res: ResourcesDep,
         data: JSONBody[DcrRegistration],
-    ) -> ApplicationWithSecret:
+    ) -> Response[ApplicationWithSecret]:
         await _within_dcr_rate(request, res, zone_id)
         registration = dcr_registration(data, await new_client_secret())
-        return registered_application(await _register(request, res, zone_id, registration), registration)
+        return await _register(
+            request, res, zone_id, registration, lambda row: registered_application(row, registration)
+        )
 
     @post(
         "/register",
@@ -258,9 +275,11 @@ class ApplicationController(Controller):
         zone_id: FromPath[str],
         res: ResourcesDep,
         data: JSONBody[ClientMetadata],
-    ) -> ClientInformation:
+    ) -> Response[ClientInformation]:
         check_client_metadata(data)
         await _within_dcr_rate(request, res, zone_id)
         secret = await new_client_secret()
-        row = await _register(request, res, zone_id, rfc7591_registration(data, secret))
-        return client_information(row, data, secret)
+        registration = rfc7591_registration(data, secret)
+        return await _register(
+            request, res, zone_id, registration, lambda row: client_information(row, data, secret)
+        )

@@ -85,9 +85,10 @@ class GrantController(Controller):
         zone_id: FromPath[str],
         res: ResourcesDep,
         data: JSONBody[GrantCreate],
-    ) -> Grant:
-        async with res.writing(request) as conn:
-            return await grants.create_grant(conn, zone_id, data, caller_of(request))
+    ) -> Response[Grant]:
+        return await res.write(
+            request, lambda conn: grants.create_grant(conn, zone_id, data, caller_of(request))
+        )
 
     @get("/{grant_id:str}", response_headers=[ETAG], summary="Get a grant")
     async def get_grant(

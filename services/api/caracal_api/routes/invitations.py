@@ -50,9 +50,10 @@ class InvitationController(Controller):
         zone_id: FromPath[str],
         res: ResourcesDep,
         data: JSONBody[InvitationCreate],
-    ) -> Invitation:
-        async with res.writing(request) as conn:
-            return await invitations.create_invitation(conn, zone_id, data, caller_of(request))
+    ) -> Response[Invitation]:
+        return await res.write(
+            request, lambda conn: invitations.create_invitation(conn, zone_id, data, caller_of(request))
+        )
 
     @delete(
         "/{invitation_id:str}",

@@ -7,6 +7,7 @@ from typing import Any
 from litestar import Controller, Request, Response, get, post
 from litestar.di import Provide
 from litestar.params import FromPath, FromQuery, JSONBody
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from caracal.domain import dead_letters
 from caracal.domain.dead_letters import OutboxEvent, RequeueDead, RequeueResult
@@ -48,10 +49,12 @@ class OutboxController(Controller):
     )
     async def requeue_all(
         self, request: Request[Any, Any, Any], res: ResourcesDep, data: JSONBody[RequeueDead | None] = None
-    ) -> RequeueResult:
-        async with res.writing(request) as conn:
-            count = await dead_letters.requeue_dead(conn, caller_of(request), data.stream if data else None)
-        return RequeueResult(requeued=count)
+    ) -> Response[RequeueResult]:
+        async def requeue_dead(conn: AsyncConnection) -> RequeueResult:
+            stream = data.stream if data else None
+            return RequeueResult(requeued=await dead_letters.requeue_dead(conn, caller_of(request), stream))
+
+        return await res.write(request, requeue_dead)
 
     @get("/{event_id:str}", response_headers=[ETAG], summary="One outbox event and its delivery state")
     async def get_event(self, event_id: FromPath[str], res: ResourcesDep) -> Response[OutboxEvent]:
@@ -65,6 +68,5 @@ class OutboxController(Controller):
     )
     async def requeue(
         self, request: Request[Any, Any, Any], event_id: FromPath[str], res: ResourcesDep
-    ) -> OutboxEvent:
-        async with res.writing(request) as conn:
-            return await dead_letters.requeue(conn, event_id, caller_of(request))
+    ) -> Response[OutboxEvent]:
+        return await res.write(request, lambda conn: dead_letters.requeue(conn, event_id, caller_of(request)))

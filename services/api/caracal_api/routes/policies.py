@@ -87,10 +87,11 @@ class PolicyController(Controller):
         zone_id: FromPath[str],
         res: ResourcesDep,
         data: JSONBody[PolicyCreate],
-    ) -> PolicyCreated:
+    ) -> Response[PolicyCreated]:
         checked = await checked_content(data.content, data.schema_version)
-        async with res.writing(request) as conn:
-            return await policies.create_policy(conn, zone_id, data, checked, caller_of(request))
+        return await res.write(
+            request, lambda conn: policies.create_policy(conn, zone_id, data, checked, caller_of(request))
+        )
 
     @post(
         "/{policy_id:str}/versions",
@@ -105,11 +106,15 @@ class PolicyController(Controller):
         policy_id: FromPath[str],
         res: ResourcesDep,
         data: JSONBody[PolicyVersionCreate],
-    ) -> PolicyVersionCreated:
+    ) -> Response[PolicyVersionCreated]:
         checked = await checked_content(data.content, data.schema_version)
         checked.require_valid()  # before the transaction: bad content outranks a missing policy
-        async with res.writing(request) as conn:
-            return await policies.create_policy_version(conn, zone_id, policy_id, checked, caller_of(request))
+        return await res.write(
+            request,
+            lambda conn: policies.create_policy_version(
+                conn, zone_id, policy_id, checked, caller_of(request)
+            ),
+        )
 
     @delete("/{policy_id:str}", responses=conditional(), summary="Archive a policy (its versions stay)")
     async def delete_policy(
@@ -137,22 +142,26 @@ class PolicyController(Controller):
     status_code=200,
     responses=problems(422),
     tags=["policies"],
+    dependencies={"res": Provide(provide_resources, sync_to_thread=False)},
     summary="Check a Rego module against the policy contract (zone tokens may call it)",
 )
-async def validate_policy(data: JSONBody[PolicyVersionCreate]) -> Validation:
+async def validate_policy(
+    request: Request[Any, Any, Any], res: ResourcesDep, data: JSONBody[PolicyVersionCreate]
+) -> Response[Validation]:
     checked = await checked_content(data.content, data.schema_version)
     try:
         checked.require_valid()
     except Unprocessable as refused:
         raise Unprocessable(refused.code, refused.detail, valid=False) from None
     assert checked.check is not None
-    return Validation(
+    validation = Validation(
         valid=True,
         schema_version=checked.schema_version,
         input_schema_version=INPUT_SCHEMA_VERSION,
         output_contract=OUTPUT_CONTRACT,
         warnings=list(checked.check.warnings),
     )
+    return await res.answer(request, validation)
 
 
 @get("/v1/policy-templates", tags=["policies"], summary="The nine policy templates (zone tokens may call it)")

@@ -105,9 +105,10 @@ class PolicySetController(Controller):
         zone_id: FromPath[str],
         res: ResourcesDep,
         data: JSONBody[PolicySetCreate],
-    ) -> PolicySet:
-        async with res.writing(request) as conn:
-            return await policy_sets.create_policy_set(conn, zone_id, data, caller_of(request))
+    ) -> Response[PolicySet]:
+        return await res.write(
+            request, lambda conn: policy_sets.create_policy_set(conn, zone_id, data, caller_of(request))
+        )
 
     @get("/{policy_set_id:str}", response_headers=[ETAG], summary="Get a policy set")
     async def get_policy_set(
@@ -151,11 +152,13 @@ class PolicySetController(Controller):
         policy_set_id: FromPath[str],
         res: ResourcesDep,
         data: JSONBody[PolicySetVersionCreate],
-    ) -> PolicySetVersionCreated:
-        async with res.writing(request) as conn:
-            return await policy_set_versions.create_version(
+    ) -> Response[PolicySetVersionCreated]:
+        return await res.write(
+            request,
+            lambda conn: policy_set_versions.create_version(
                 conn, zone_id, policy_set_id, data, caller_of(request)
-            )
+            ),
+        )
 
     @get(
         "/{policy_set_id:str}/versions",
@@ -231,15 +234,18 @@ class PolicySetController(Controller):
     )
     async def simulate(
         self,
+        request: Request[Any, Any, Any],
         zone_id: FromPath[str],
         policy_set_id: FromPath[str],
         res: ResourcesDep,
         data: JSONBody[SimulationRequest],
-    ) -> Simulation:
+    ) -> Response[Simulation]:
         version, warnings = await res.read(
             lambda conn: policy_set_simulation.simulate(conn, zone_id, policy_set_id, data)
         )
-        return await policy_set_simulation.simulation(policy_set_id, version, warnings, data)
+        return await res.answer(
+            request, await policy_set_simulation.simulation(policy_set_id, version, warnings, data)
+        )
 
     @post(
         "/{policy_set_id:str}/activate",
@@ -257,9 +263,10 @@ class PolicySetController(Controller):
         res: ResourcesDep,
         data: JSONBody[Activation],
         if_match: IfMatch = None,
-    ) -> ActivationAccepted:
-        async with res.writing(request) as conn:
-            return await policy_set_activation.activate(
+    ) -> Response[ActivationAccepted]:
+        return await res.write(
+            request,
+            lambda conn: policy_set_activation.activate(
                 conn,
                 zone_id,
                 policy_set_id,
@@ -267,7 +274,8 @@ class PolicySetController(Controller):
                 if_match=if_match,
                 caller=caller_of(request),
                 current_set=lambda: policy_sets.get_policy_set(conn, zone_id, policy_set_id),
-            )
+            ),
+        )
 
     @get(
         "/{policy_set_id:str}/activation-status",

@@ -79,11 +79,13 @@ class ProviderGrantController(Controller):
         zone_id: FromPath[str],
         res: ResourcesDep,
         data: JSONBody[ProviderGrantCreate],
-    ) -> ProviderGrant:
-        async with res.writing(request) as conn:
-            return await provider_grants.create_provider_grant(
+    ) -> Response[ProviderGrant]:
+        return await res.write(
+            request,
+            lambda conn: provider_grants.create_provider_grant(
                 conn, res.settings.zone_kek, zone_id, data, caller_of(request)
-            )
+            ),
+        )
 
     @post(
         "/revoke",
@@ -98,9 +100,11 @@ class ProviderGrantController(Controller):
         zone_id: FromPath[str],
         res: ResourcesDep,
         data: JSONBody[ProviderGrantRevoke],
-    ) -> ProviderGrant:
-        async with res.writing(request) as conn:
-            return await provider_grants.revoke_provider_grant(conn, zone_id, data, caller_of(request))
+    ) -> Response[ProviderGrant]:
+        return await res.write(
+            request,
+            lambda conn: provider_grants.revoke_provider_grant(conn, zone_id, data, caller_of(request)),
+        )
 
     @post(
         "/oauth/authorize",
@@ -111,10 +115,14 @@ class ProviderGrantController(Controller):
         summary="Start the OAuth authorization-code flow: the provider URL to send the user to",
     )
     async def authorize(
-        self, zone_id: FromPath[str], res: ResourcesDep, data: JSONBody[OAuthAuthorize]
-    ) -> OAuthAuthorization:
+        self,
+        request: Request[Any, Any, Any],
+        zone_id: FromPath[str],
+        res: ResourcesDep,
+        data: JSONBody[OAuthAuthorize],
+    ) -> Response[OAuthAuthorization]:
         pending = await res.read(lambda conn: oauth.prepare_authorization(conn, zone_id, data))
-        return await oauth.remember_state(res.redis, pending)
+        return await res.answer(request, await oauth.remember_state(res.redis, pending))
 
     @get(
         "/oauth/callback",

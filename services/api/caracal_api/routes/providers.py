@@ -51,11 +51,13 @@ class ProviderController(Controller):
         zone_id: FromPath[str],
         res: ResourcesDep,
         data: JSONBody[ProviderCreate],
-    ) -> Provider:
-        async with res.writing(request) as conn:
-            return await provider_changes.create_provider(
+    ) -> Response[Provider]:
+        return await res.write(
+            request,
+            lambda conn: provider_changes.create_provider(
                 conn, zone_id, data, caller_of(request), zone_kek=res.settings.zone_kek
-            )
+            ),
+        )
 
     @get(
         "/{provider_id:str}",

@@ -64,10 +64,12 @@ class ResourceController(Controller):
         res: ResourcesDep,
         data: JSONBody[ResourceCreate],
         control: ControlHeader = None,
-    ) -> Resource:
+    ) -> Response[Resource]:
         rules = ResourceRules.of(res.settings, control)
-        async with res.writing(request) as conn:
-            return await resource_changes.create_resource(conn, zone_id, data, rules, caller_of(request))
+        return await res.write(
+            request,
+            lambda conn: resource_changes.create_resource(conn, zone_id, data, rules, caller_of(request)),
+        )
 
     @get("/{resource_id:str}", response_headers=[ETAG], summary="Get a resource")
     async def get_resource(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, JSONBody
 
@@ -71,11 +71,11 @@ class SessionController(Controller):
         zone_id: FromPath[str],
         session_id: FromPath[str],
         res: ResourcesDep,
-    ) -> SessionRevoked:
-        async with res.writing(request) as conn:
-            return await sessions.revoke_session(
-                conn, zone_id, session_id, request_id=caller_of(request).request_id
-            )
+    ) -> Response[SessionRevoked]:
+        request_id = caller_of(request).request_id
+        return await res.write(
+            request, lambda conn: sessions.revoke_session(conn, zone_id, session_id, request_id=request_id)
+        )
 
     @post(
         "/revoke",
@@ -91,7 +91,8 @@ class SessionController(Controller):
         zone_id: FromPath[str],
         res: ResourcesDep,
         data: JSONBody[SubjectRevoke],
-    ) -> SubjectSessionsRevoked:
-        async with res.writing(request) as conn:
-            request_id = caller_of(request).request_id
-            return await sessions.revoke_subject(conn, zone_id, data, request_id=request_id)
+    ) -> Response[SubjectSessionsRevoked]:
+        request_id = caller_of(request).request_id
+        return await res.write(
+            request, lambda conn: sessions.revoke_subject(conn, zone_id, data, request_id=request_id)
+        )

@@ -57,6 +57,8 @@ class StepUpChallengeController(Controller):
         challenge_id: FromPath[str],
         res: ResourcesDep,
         data: JSONBody[ChallengeSatisfy],
-    ) -> SatisfiedChallenge:
-        async with res.writing(request) as conn:
-            return await step_up.satisfy_challenge(conn, zone_id, challenge_id, data, caller_of(request))
+    ) -> Response[SatisfiedChallenge]:
+        return await res.write(
+            request,
+            lambda conn: step_up.satisfy_challenge(conn, zone_id, challenge_id, data, caller_of(request)),
+        )

@@ -50,9 +50,10 @@ class TeamController(Controller):
         zone_id: FromPath[str],
         res: ResourcesDep,
         data: JSONBody[TeamCreate],
-    ) -> Team:
-        async with res.writing(request) as conn:
-            return await teams.create_team(conn, zone_id, data, caller_of(request))
+    ) -> Response[Team]:
+        return await res.write(
+            request, lambda conn: teams.create_team(conn, zone_id, data, caller_of(request))
+        )
 
     @get("/{team_id:str}", response_headers=[ETAG], summary="Get a team")
     async def get_team(

@@ -43,9 +43,10 @@ class ZoneController(Controller):
     )
     async def create_zone(
         self, request: Request[Any, Any, Any], res: ResourcesDep, data: JSONBody[ZoneCreate]
-    ) -> Zone:
-        async with res.writing(request) as conn:
-            return await zones.create_zone(conn, res.settings.kek, data, caller_of(request))
+    ) -> Response[Zone]:
+        return await res.write(
+            request, lambda conn: zones.create_zone(conn, res.settings.kek, data, caller_of(request))
+        )
 
     @get("/{zone_id:str}", response_headers=[ETAG], summary="Get a zone")
     async def get_zone(self, zone_id: FromPath[str], res: ResourcesDep) -> Response[Zone]:
