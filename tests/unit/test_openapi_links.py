@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from caracal.ids import PATH_PARAM
 from caracal_api.app import routes_app
 from caracal_api.openapi_links import add_links
 
@@ -86,3 +87,19 @@ def test_every_link_targets_an_operation_of_the_document(document: Doc) -> None:
     ]
     assert len(targets) > 100
     assert set(targets) <= operation_ids
+
+
+def test_every_path_id_has_the_syntax_the_guard_enforces(document: Doc) -> None:
+    schemas = [
+        parameter["schema"]
+        for item in document["paths"].values()
+        for op in item.values()
+        if isinstance(op, dict)
+        for parameter in op.get("parameters", [])
+        if parameter["in"] == "path"
+    ]
+    assert len(schemas) > 80
+    assert all(schema == {"type": "string", "pattern": PATH_PARAM.pattern} for schema in schemas)
+    # query parameters keep their own schemas (one shared `str` schema must not take the pattern)
+    limit = document["paths"]["/v1/zones"]["get"]["parameters"]
+    assert all("pattern" not in parameter["schema"] for parameter in limit)

@@ -1,4 +1,5 @@
-"""OpenAPI links, derived from the route table: how an id one operation answers feeds the next.
+"""Ids in the OpenAPI document: the syntax of every path id, and links derived from the route table
+(how an id one operation answers feeds the next).
 
 A client (and schemathesis' stateful phase) learns from them that `POST /v1/zones` answers the
 `zone_id` of every `/v1/zones/{zone_id}/...` operation, `POST .../policy-sets/{policy_set_id}/versions`
@@ -17,8 +18,20 @@ from typing import Any
 
 from litestar import Litestar
 from litestar.config.app import AppConfig
-from litestar.openapi.spec import Link, OpenAPI, OpenAPIResponse, Operation, PathItem, Reference, Schema
+from litestar.openapi.spec import (
+    Link,
+    OpenAPI,
+    OpenAPIResponse,
+    OpenAPIType,
+    Operation,
+    Parameter,
+    PathItem,
+    Reference,
+    Schema,
+)
 from litestar.plugins import InitPluginProtocol
+
+from caracal.ids import PATH_PARAM
 
 _PARAM = re.compile(r"\{(\w+)\}")
 _METHODS = ("get", "put", "post", "patch", "delete")
@@ -120,9 +133,21 @@ def takes_field(doc: OpenAPI, operation: Operation, name: str) -> bool:
     return schema is not None and name in (schema.properties or {})
 
 
+def document_path_ids(doc: OpenAPI) -> None:
+    """Every path parameter has the id syntax the guard enforces (else 400 `invalid_params`), so a
+    client, and the fuzzer, knows what an id looks like."""
+    for item in (doc.paths or {}).values():
+        for _, operation in operations(item):
+            for parameter in operation.parameters or []:
+                if isinstance(parameter, Parameter) and parameter.param_in == "path":
+                    # a fresh schema: Litestar may share one `str` schema between parameters
+                    parameter.schema = Schema(type=OpenAPIType.STRING, pattern=PATH_PARAM.pattern)
+
+
 def add_links(app: Litestar) -> None:
-    """Every producer's links on its answer (idempotent: start-up may run more than once)."""
+    """Path ids' syntax, and every producer's links on its answer (idempotent: start-up may run again)."""
     doc = app.openapi_schema
+    document_path_ids(doc)
     for producer in producers(doc):
         response = (producer.operation.responses or {})[producer.status]
         assert isinstance(response, OpenAPIResponse)
