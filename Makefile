@@ -53,7 +53,8 @@ test: system-packages lint typecheck
 	@$(BIN)/pytest -q
 
 # Schemathesis, every phase and check, FUZZ_EXAMPLES (default 500) cases per operation, a fresh seed
-# (FUZZ_SEED replays one); tests/fuzz. Not part of `make test` (the suite runs a bounded 30).
+# (FUZZ_SEED replays one), FUZZ_MAX_TIME seconds at most when set; tests/fuzz. Not part of `make test`
+# (the suite runs a fixed 30 per operation).
 fuzz: $(STAMP)
 	@$(BIN)/python -m tests.fuzz
 
