@@ -65,6 +65,7 @@ def test_a_cluster_redis_url_names_its_nodes_and_a_bad_one_is_refused() -> None:
     """REDIS_URL=redis+cluster://[user:pass@]host:port[,host:port...] names a Redis Cluster's nodes."""
     url = "redis+cluster://ops:p%40ss@10.0.0.1:7000,10.0.0.2:7001"
     assert load_settings({**VALID, "REDIS_URL": url}).redis_url == url
+    assert "p%40ss" not in repr(load_settings({**VALID, "REDIS_URL": url}))
     assert cluster_nodes(url) == (
         [("10.0.0.1", 7000), ("10.0.0.2", 7001)],
         {"username": "ops", "password": "p@ss"},
