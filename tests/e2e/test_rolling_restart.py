@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 import time
@@ -16,8 +17,9 @@ import pytest
 
 from caracal.db.engine import plain_url
 from caracal.embedded import free_port
+from caracal_api.__main__ import KEEP_ALIVE_S
 from tests.conftest import recreate_database
-from tests.e2e.nginx import Nginx, start_nginx
+from tests.e2e.nginx import DEPLOY, Nginx, start_nginx
 from tests.support import ADMIN_TOKEN, SERVICE_LOGS, Servers, Service, eventually, service_env, wait_ready
 
 pytestmark = pytest.mark.e2e
@@ -72,12 +74,12 @@ def _replica(env: dict[str, str], logdir: Path, port: int, tag: str) -> Service:
     return Service("api", process, log_path, port)
 
 
-async def _draining_answer(replica: Service) -> httpx.Response:
+async def _draining_answer(replica: Service, workers: int) -> httpx.Response:
     """SIGTERM `replica`, then ask /ready on a connection opened before it: the answer while draining."""
     async with httpx.AsyncClient(base_url=replica.url, timeout=5) as direct:
         assert (await direct.get("/health")).status_code == 200  # the kept-alive connection
         replica.process.terminate()
-        await asyncio.to_thread(replica.wait_logged, "Shutting down", 10)
+        await eventually(lambda: replica.log().count("Shutting down") == workers, "every worker draining")
         return await direct.get("/ready")
 
 
@@ -85,15 +87,18 @@ async def _restart(replica: Service, env: dict[str, str], logdir: Path, load: Lo
     """SIGTERM, wait until it exited (0, within the shutdown timeout), start it again, wait /ready;
     load went on through the other replica meanwhile."""
     before, started = load.answered, time.monotonic()
-    ready = await _draining_answer(replica)
+    ready = await _draining_answer(replica, int(env["CARACAL_API_WORKERS"]))
     assert ready.status_code == 503
     assert ready.json() == {"ok": False, "draining": True}
     assert ready.headers["connection"] == "close"
-    with pytest.raises(httpx.ConnectError):  # the listener is closed at once
+    # the listener is closed at once (with workers, the supervisor's copy too: else connections
+    # would wait in its backlog, never accepted, and be reset when it exits)
+    with pytest.raises(httpx.ConnectError):
         async with httpx.AsyncClient(timeout=2) as other:
             await other.get(f"{replica.url}/health")
     assert await asyncio.to_thread(replica.process.wait, 15) == 0
-    assert time.monotonic() - started < int(env["CARACAL_SHUTDOWN_TIMEOUT_MS"]) / 1000 + 2
+    drained = time.monotonic() - started
+    assert drained < int(env["CARACAL_SHUTDOWN_TIMEOUT_MS"]) / 1000 + 2, (drained, replica.log()[-3000:])
     assert replica.port is not None
     fresh = _replica(env, logdir, replica.port, "again")
     await asyncio.to_thread(wait_ready, fresh)
@@ -113,7 +118,9 @@ async def test_rolling_restart_behind_nginx_answers_every_request_and_writes_eac
     servers: Servers, logdir: Path, started: list[Service], tmp_path: Path
 ) -> None:
     env = service_env(await recreate_database(servers, "e2e_rolling"), servers.redis_url)
-    replicas = [_replica(env, logdir, free_port(), tag) for tag in ("a", "b")]
+    # A as compose runs it (a supervisor and its workers), B as one process
+    envs = [{**env, "CARACAL_API_WORKERS": "2"}, env]
+    replicas = [_replica(e, logdir, free_port(), tag) for e, tag in zip(envs, ("a", "b"), strict=True)]
     started.extend(replicas)
     for replica in replicas:
         await asyncio.to_thread(wait_ready, replica)
@@ -123,7 +130,7 @@ async def test_rolling_restart_behind_nginx_answers_every_request_and_writes_eac
     try:
         await eventually(lambda: load.answered > 30 or bool(load.failures), "load flowing through nginx")
         for index, replica in enumerate(replicas):
-            replicas[index] = await _restart(replica, env, logdir, load)
+            replicas[index] = await _restart(replica, envs[index], logdir, load)
             started.append(replicas[index])
     finally:
         load.stop.set()
@@ -134,3 +141,10 @@ async def test_rolling_restart_behind_nginx_answers_every_request_and_writes_eac
     names = await _rows(env["DATABASE_URL"])
     assert len(names) == len(set(names)), "a POST wrote its zone twice"
     assert set(names) == set(load.created), "a zone exists that was not answered 201, or one is missing"
+
+
+def test_nginx_gives_up_idle_upstream_connections_before_the_api_closes_them() -> None:
+    """Whoever closes an idle keep-alive connection first must be nginx (why: deploy/nginx/upstream.conf)."""
+    found = re.search(r"^keepalive_timeout (\d+)s;$", (DEPLOY / "upstream.conf").read_text(), re.M)
+    assert found, "deploy/nginx/upstream.conf sets no keepalive_timeout"
+    assert int(found.group(1)) < KEEP_ALIVE_S
