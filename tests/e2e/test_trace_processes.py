@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
@@ -16,7 +15,7 @@ from redis.asyncio import Redis
 from caracal.events import CHANGES, verify
 from tests.conftest import recreate_database
 from tests.e2e.otlp_receiver import ReceivedSpan, Receiver, otlp_receiver
-from tests.e2e.test_processes import call
+from tests.e2e.test_processes import _entry_for, call
 from tests.support import HMAC_KEY_HEX, Servers, Service, eventually, service_env, start_service, wait_ready
 
 pytestmark = pytest.mark.e2e
@@ -45,18 +44,6 @@ def _publishes_linking(receiver: Receiver, trace_id: str) -> list[ReceivedSpan]:
     ]
 
 
-async def _stream_entry(redis: Redis, cursor: Any, zone_id: str) -> dict[str, str]:
-    deadline = time.monotonic() + 10
-    while (remaining := deadline - time.monotonic()) > 0:
-        found = await redis.xread({CHANGES: cursor}, block=max(1, int(remaining * 1000)), count=100)
-        for _stream, entries in found:
-            for entry_id, fields in entries:
-                cursor = entry_id
-                if fields.get("entity_id") == zone_id:
-                    return {str(k): str(v) for k, v in fields.items()}
-    raise AssertionError(f"no {CHANGES} entry for zone {zone_id} within 10 s")
-
-
 async def _post_zone(api: Service, redis_url: str) -> dict[str, str]:
     """POST /v1/zones through the real API; the entry the dispatcher published for it."""
     redis = Redis.from_url(redis_url, decode_responses=True)
@@ -64,7 +51,8 @@ async def _post_zone(api: Service, redis_url: str) -> dict[str, str]:
         last = await redis.xrevrange(CHANGES, count=1)
         status, zone = await asyncio.to_thread(call, api, "POST", "/v1/zones", {"name": "Traced"})
         assert status == 201
-        return await _stream_entry(redis, last[0][0] if last else "0-0", zone["id"])
+        cursor = last[0][0] if last else "0-0"
+        return await _entry_for(redis, cursor, zone["id"], deadline=time.monotonic() + 10)
     finally:
         await redis.aclose()
 
