@@ -70,7 +70,10 @@ class Traffic:
     _tag: str = field(default_factory=lambda: secrets.token_hex(4))  # zone names unique across runs
 
     def start(self) -> None:
-        limits = httpx.Limits(max_connections=self.connections, max_keepalive_connections=self.connections)
+        # `connections` in all, shared by the replicas; an idle connection is dropped after 2 s, before
+        # the server's 5 s keep-alive ends it (a request sent as the server closes gets no answer)
+        n = max(1, self.connections // len(self.urls))
+        limits = httpx.Limits(max_connections=n, max_keepalive_connections=n, keepalive_expiry=2.0)
         headers = {"Authorization": f"Bearer {self.token}"}
         self._clients = [
             httpx.AsyncClient(base_url=url, headers=headers, timeout=self.timeout, limits=limits)

@@ -66,7 +66,8 @@ def slowest(calls: list[Call]) -> float:
 
 async def test_idle_transaction_is_ended_by_its_timeout_and_bounds_everyone_elses_latency(rig: Rig) -> None:
     """A transaction of ours left idle holding a zone's row lock: other requests answer fast, the
-    PATCH of that zone waits only until idle_in_transaction_session_timeout ends the holder."""
+    PATCH of that zone and the delivery of newer events wait only until
+    idle_in_transaction_session_timeout ends the holder."""
     async with httpx.AsyncClient(
         base_url=rig.api_url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
     ) as api:
@@ -79,6 +80,8 @@ async def test_idle_transaction_is_ended_by_its_timeout_and_bounds_everyone_else
             holder = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
             held = time.monotonic()
             async with load(rig, READS_AND_WRITES) as traffic:
+                # commits after the holder began wait for it too: delivery follows transaction order
+                await eventually(lambda: _events_wait(rig), "events held back by the idle transaction")
                 patch = await api.patch(f"/v1/zones/{zone}", json={"name": "unlocked"}, timeout=30)
                 waited = time.monotonic() - held
                 during = traffic.since(held)
