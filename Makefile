@@ -31,7 +31,7 @@ system-packages:
 	    || exit 1; \
 	done
 
-up: system-packages $(STAMP)
+up: $(STAMP)
 	@$(BIN)/caracal up
 
 migrate: $(STAMP)
