@@ -124,6 +124,18 @@ def test_every_container_requests_resources_and_drains_before_it_is_killed() -> 
         assert _pod_spec(deployment)["terminationGracePeriodSeconds"] * 1000 > shutdown_ms, name
 
 
+def test_api_pods_keep_serving_while_their_endpoints_are_removed_then_drain_in_the_grace_period() -> None:
+    """preStop pauses before SIGTERM (endpoint removal is asynchronous); the grace period covers the
+    pause and the drain."""
+    shutdown_ms = int(_of_kind("ConfigMap")["caracal-config"]["data"]["CARACAL_SHUTDOWN_TIMEOUT_MS"])
+    api = _of_kind("Deployment")["caracal-api"]
+    container = next(c for c in _pod_spec(api)["containers"] if c["name"] == "api")
+    command = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep"
+    assert int(command[1]) >= 3
+    assert _pod_spec(api)["terminationGracePeriodSeconds"] * 1000 > int(command[1]) * 1000 + shutdown_ms
+
+
 def test_the_migration_job_runs_once_with_retries() -> None:
     job = _of_kind("Job")["caracal-migrate"]
     assert job["spec"]["template"]["spec"]["restartPolicy"] in ("OnFailure", "Never")
