@@ -32,6 +32,9 @@ def fuzz(api_url: str, workdir: Path, max_examples: int, seed: int) -> int:
 def main(argv: list[str]) -> int:
     max_examples = int(argv[0] if argv else os.environ.get("FUZZ_EXAMPLES", DEFAULT_EXAMPLES))
     seed = int(argv[1] if len(argv) > 1 else os.environ.get("FUZZ_SEED", time.time_ns() % 2**31))
+    # thousands of generated rows: never into servers DATABASE_URL/REDIS_URL name, always its own
+    for name in ("DATABASE_URL", "REDIS_URL"):
+        os.environ.pop(name, None)
     with tempfile.TemporaryDirectory(prefix="caracal-fuzz-") as tmp, real_servers(Path(tmp)) as servers:
         env = service_env(servers.postgres_url, servers.redis_url, **API_ENV)
         api = start_service("api", env, Path(tmp))
