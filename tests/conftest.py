@@ -20,7 +20,7 @@ from caracal.settings import Settings, load_settings
 from caracal_api.resources import Resources
 from tests.app_pool import bound_app
 from tests.log_scan import no_secret_in_any_log  # noqa: F401 - the session-end secret scan
-from tests.support import ADMIN_TOKEN, Servers, real_servers, service_env, with_database
+from tests.support import ADMIN_TOKEN, Servers, empty_database, real_servers, service_env, with_database
 
 TEST_DATABASE = "caracal_test"
 # Every table the migrations made, except Alembic's own and singleton rows (a boolean primary key
@@ -112,9 +112,7 @@ async def shared_redis(settings: Settings) -> AsyncIterator[Redis]:
 @pytest_asyncio.fixture
 async def engine(shared_engine: AsyncEngine, shared_redis: Redis, truncate_all: str) -> AsyncEngine:
     """The session's database, emptied (truncation isolates tests) with Redis flushed."""
-    async with shared_engine.connect() as conn:
-        raw = await conn.get_raw_connection()
-        await raw.driver_connection.execute(truncate_all)  # type: ignore[union-attr]  # several statements: asyncpg's simple protocol
+    await empty_database(shared_engine, truncate_all)
     await shared_redis.flushdb()
     return shared_engine
 

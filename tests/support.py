@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from caracal.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 
 HMAC_KEY_HEX = secrets.token_hex(32)
@@ -232,3 +234,11 @@ def wait_ready(service: Service, timeout: float = 60) -> None:
             pass
         time.sleep(0.1)
     raise AssertionError(f"{service.name} not ready in {timeout}s:\n{service.log()[-4000:]}")
+
+
+async def empty_database(engine: AsyncEngine, statements: str) -> None:
+    """Run the statements that empty the test database (several at once: asyncpg's simple query
+    protocol; the `truncate_all` fixture builds them)."""
+    async with engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        await raw.driver_connection.execute(statements)  # type: ignore[union-attr]

@@ -11,6 +11,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.support import empty_database
+
 TS = "timestamp with time zone"
 # column -> (type, nullable, default), as CONTRACT.md §9 lists them
 STEP_UP_COLUMNS = {
@@ -184,8 +186,7 @@ async def test_rows_in_audit_events_partitions_are_emptied_between_tests(
             {"at": datetime(2026, 6, 3, tzinfo=UTC)},
         )
     assert "audit_events_default" not in truncate_all and '"audit_events"' in truncate_all
-    async with engine.begin() as conn:
-        await conn.execute(text(truncate_all))
+    await empty_database(engine, truncate_all)
     async with engine.connect() as conn:
         left = (await conn.execute(text("SELECT count(*) FROM audit_events_default"))).scalar_one()
     assert left == 0
