@@ -14,9 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from caracal.audit_chain import seal_batch
 from caracal.domain.audit import audit_row, insert_audit_rows
 from caracal.domain.context import Actor, Caller
+from caracal.settings import KeyRing
 from tests.integration.api_helpers import bearer, make_token, make_zone
 
-KEY = bytes.fromhex("6b" * 32)
+RING = KeyRing((("default", bytes.fromhex("6b" * 32)),))
 
 
 async def _row(engine: AsyncEngine, occurred_at: str | None = None, **fields: Any) -> str:
@@ -57,7 +58,7 @@ async def test_zone_list_shows_the_zones_mutations_newest_first_and_their_sealed
     assert rows[0]["sealed"] is False and rows[0]["chain_seq"] is None and rows[0]["sealed_at"] is None
     assert rows[0]["entity_type"] == "zones" and rows[0]["entity_id"] == zone_id
     async with engine.begin() as conn:
-        await seal_batch(conn, KEY)
+        await seal_batch(conn, RING)
     sealed = (await client.get(f"/v1/zones/{zone_id}/admin-audit", headers=admin)).json()[0]
     assert (
         sealed["sealed"] is True
