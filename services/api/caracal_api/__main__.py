@@ -168,6 +168,11 @@ async def serve(settings: Settings, sock: socket.socket) -> None:
         # the peer from it (by default it trusts loopback clients' headers)
         proxy_headers=False,
     )
+    # What start-up built (routes, signatures, SQLAlchemy and Litestar internals) lives as long as the
+    # worker: frozen, the collector's full passes stop walking it. Measured with `make bench api`:
+    # p99 of GET one zone 84 and 49 ms -> 28 and 32 ms, of a 200-zone page 246 and 235 -> 107 and 106.
+    gc.collect()
+    gc.freeze()
     # uvicorn re-raises the captured signal after shutdown: let that end main() normally
     signal.signal(signal.SIGTERM, lambda *_: None)
     signal.signal(signal.SIGINT, lambda *_: None)
