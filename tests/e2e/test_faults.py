@@ -5,7 +5,9 @@ every acknowledged write is in Postgres and every event reached its stream once,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -13,6 +15,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -220,7 +223,10 @@ def _skewed_reaper(rig: Rig, skew: str) -> subprocess.Popen[bytes]:
     env = {**rig.env, "CARACAL_REAPER_INTERVAL_MS": "600000", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
     with log_path.open("wb") as out:
         command = [faketime, "-f", skew, sys.executable, "-m", "caracal_reaper"]
-        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        # its own process group: faketime runs the reaper as its child, and stopping must reach both
+        return subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
 async def test_skewed_reaper_clock_changes_nothing_expiry_follows_the_database_clock(rig: Rig) -> None:
@@ -258,11 +264,32 @@ async def _run_reaper_until(rig: Rig, conn: asyncpg.Connection, skew: str, sessi
 
         await eventually(expired, f"the reaper ({skew}) expiring a due session", 30, poll=0.05)
     finally:
-        reaper.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(reaper.pid, signal.SIGTERM)
         await asyncio.to_thread(reaper.wait, 15)
+        assert await asyncio.to_thread(_reapers_gone, rig.env["DATABASE_URL"]), "a reaper outlived faketime"
     first_line = (rig.logdir / f"reaper{skew}.log").read_text().splitlines()[0]
     shifted_by = _log_time(first_line) - time.time()
     assert abs(abs(shifted_by) - 2 * 86400) < 600, f"faketime did not shift the reaper: {first_line}"
+
+
+def _reapers_gone(database_url: str, within_s: float = 15.0) -> bool:
+    """Whether no `caracal_reaper` process on this database is left (faketime's child included)."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if not any(_is_reaper_of(entry, database_url) for entry in Path("/proc").iterdir()):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _is_reaper_of(entry: Path, database_url: str) -> bool:
+    try:
+        if b"caracal_reaper" not in (entry / "cmdline").read_bytes():
+            return False
+        return f"DATABASE_URL={database_url}".encode() in (entry / "environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
 
 
 def _log_time(line: str) -> float:
