@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import asyncpg
+from cryptography.exceptions import InvalidTag
 
 from caracal.cli import say, settings_or_exit
 from caracal.crypto import KeyUnavailable, seal, unwrap_dek
@@ -101,7 +102,7 @@ def _unwrapped(ring: KeyRing, row: asyncpg.Record) -> bytes:
             f"zone {row['id']}: its DEK is wrapped under KEK {row['kek_arn']!r}, which CARACAL_KEK "
             "does not hold (keep the old id after the new one until the rotation is done)"
         ) from exc
-    except Exception as exc:  # cryptography's InvalidTag: the key under that id is not the one used
+    except (InvalidTag, ValueError) as exc:  # the key under that id is not the one used, or no seal
         raise RotationRefused(
             f"zone {row['id']}: its DEK does not open under CARACAL_KEK id {row['kek_arn']!r} (wrong key)"
         ) from exc

@@ -109,8 +109,8 @@ class Reaper:
         """The job's figures for /metrics; Redis being away must not stop the clean-up itself."""
         try:
             await recording
-        except Exception as exc:
-            log.warning("reaper: could not record the job's figures: %r", exc)
+        except Exception:
+            log.warning("reaper: could not record the job's figures", exc_info=True)
 
     async def _wake_dispatchers(self) -> None:
         """The hint the API sends after its commits; if lost, the dispatcher's poll finds the events."""
