@@ -21,6 +21,7 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from caracal.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from caracal.settings import Settings
 
 HMAC_KEY_HEX = secrets.token_hex(32)
 KEK = f"test1:{secrets.token_hex(32)}"
@@ -242,3 +243,19 @@ async def empty_database(engine: AsyncEngine, statements: str) -> None:
     async with engine.connect() as conn:
         raw = await conn.get_raw_connection()
         await raw.driver_connection.execute(statements)  # type: ignore[union-attr]
+
+
+async def run_cli(settings: Settings, *args: str, **env: str) -> tuple[int, str]:
+    """`caracal <args>` as a real process on the session's servers: its exit code and output."""
+    assert settings.database_url is not None and settings.redis_url is not None
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "caracal.cli",
+        *args,
+        env=service_env(settings.database_url, settings.redis_url, **env),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), 60)
+    return int(process.returncode or 0), output.decode()

@@ -3,12 +3,10 @@ sign, stays verifiable as a whole given both keys, and an old key leaked afterwa
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
 import secrets
-import sys
 from typing import Any
 
 import pytest
@@ -21,7 +19,7 @@ from caracal.audit_verify import verify_chain
 from caracal.domain.audit import audit_row, insert_audit_rows
 from caracal.domain.context import Caller
 from caracal.settings import Settings, parse_hmac_ring
-from tests.support import remember_secret, service_env
+from tests.support import remember_secret, run_cli
 
 OLD_HEX = remember_secret("old AUDIT_HMAC_KEY", secrets.token_hex(32))
 NEW_HEX = remember_secret("new AUDIT_HMAC_KEY", secrets.token_hex(32))
@@ -117,37 +115,22 @@ async def test_an_old_key_leaked_after_the_rotation_cannot_rewrite_the_rows_it_s
     assert {(f.kind, f.chain_seq) for f in findings} >= {("edited", 5), ("checkpoint", 4)}
 
 
-async def _cli(settings: Settings, *args: str, **env: str) -> tuple[int, str]:
-    assert settings.database_url is not None and settings.redis_url is not None
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "caracal.cli",
-        *args,
-        env=service_env(settings.database_url, settings.redis_url, **env),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    output, _ = await asyncio.wait_for(process.communicate(), 60)
-    return int(process.returncode or 0), output.decode()
-
-
 async def test_caracal_audit_rotate_key_records_the_rotation_and_hands_over_at_once(
     engine: AsyncEngine, settings: Settings
 ) -> None:
     """A bare key is `default`; the command's own audit row is the old key's last; re-run, nothing."""
     await _write_and_seal(engine, 2, parse_hmac_ring(OLD_HEX))
     rotate = f"a2:{NEW_HEX},default:{OLD_HEX}"
-    code, output = await _cli(settings, "audit", "rotate-key", AUDIT_HMAC_KEY=rotate)
+    code, output = await run_cli(settings, "audit", "rotate-key", AUDIT_HMAC_KEY=rotate)
     assert code == 0, output
     assert "rotating the admin audit chain from key 'default' to 'a2'" in output
     assert "key 'a2' seals every row after chain_seq 3" in output
     last = (await _chain(engine))[-1]
     assert (last.chain_seq, last.action, last.entity_id) == (3, "caracal audit rotate-key", "a2")
     assert json.loads(last.payload).items() >= {"previous_key_id": "default", "key_id": "a2"}.items()
-    code, output = await _cli(settings, "audit", "rotate-key", AUDIT_HMAC_KEY=rotate)
+    code, output = await run_cli(settings, "audit", "rotate-key", AUDIT_HMAC_KEY=rotate)
     assert code == 0 and "already: nothing to rotate" in output
-    code, output = await _cli(settings, "audit", "verify", AUDIT_HMAC_KEY=rotate)
+    code, output = await run_cli(settings, "audit", "verify", AUDIT_HMAC_KEY=rotate)
     assert code == 0 and "the chain is intact" in output, output
-    code, output = await _cli(settings, "audit", "verify", AUDIT_HMAC_KEY=f"a2:{NEW_HEX}")
+    code, output = await run_cli(settings, "audit", "verify", AUDIT_HMAC_KEY=f"a2:{NEW_HEX}")
     assert code == 2 and "AUDIT_HMAC_KEY lacks key id 'default', which sealed chain_seq 1..3" in output

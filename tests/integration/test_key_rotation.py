@@ -4,9 +4,7 @@ reads (both batched, resumable after an interruption, no-ops when re-run, checke
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-import sys
 from typing import Any
 
 import asyncpg
@@ -27,7 +25,7 @@ from caracal.settings import Settings, parse_kek
 from caracal.stream_keys import drained_report
 from tests.integration.api_helpers import AUTHORIZATION_CODE_CONFIG, bearer, make_provider, make_zone
 from tests.integration.test_api_provider_grants import oauth_world
-from tests.support import HMAC_KEY_HEX, KEK, ZONE_KEK_HEX, eventually, remember_secret, service_env
+from tests.support import HMAC_KEY_HEX, KEK, ZONE_KEK_HEX, eventually, remember_secret, run_cli
 
 NEW_KEK_HEX = remember_secret("rotated CARACAL_KEK", secrets.token_hex(32))
 NEW_ZONE_KEK_HEX = remember_secret("rotated ZONE_KEK", secrets.token_hex(32))
@@ -53,21 +51,6 @@ async def _connect(settings: Settings) -> asyncpg.Connection:
 async def _rows(engine: AsyncEngine, query: str) -> list[Any]:
     async with engine.connect() as conn:
         return list(await conn.execute(text(query)))
-
-
-async def _cli(settings: Settings, *args: str, **env: str) -> tuple[int, str]:
-    assert settings.database_url is not None and settings.redis_url is not None
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "caracal.cli",
-        *args,
-        env=service_env(settings.database_url, settings.redis_url, **env),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    output, _ = await asyncio.wait_for(process.communicate(), 60)
-    return int(process.returncode or 0), output.decode()
 
 
 def _open_dek(key_hex: str, zone_id: str, sealed: bytes) -> bytes:
@@ -108,11 +91,11 @@ async def test_rotate_kek_command_refuses_with_one_line_when_a_dek_key_id_is_not
 ) -> None:
     """Dropping the old id before re-wrapping is caught and changes nothing; with both ids it runs."""
     zone_id = (await make_zone(client, admin))["id"]
-    code, output = await _cli(settings, "keys", "rotate-kek", CARACAL_KEK=f"k2:{NEW_KEK_HEX}")
+    code, output = await run_cli(settings, "keys", "rotate-kek", CARACAL_KEK=f"k2:{NEW_KEK_HEX}")
     assert code == 2, output
     assert f"caracal: zone {zone_id}: its DEK is wrapped under KEK 'test1'" in output
     assert [r.kek_arn for r in await _rows(engine, "SELECT kek_arn FROM zones")] == ["test1"]
-    code, output = await _cli(settings, "keys", "rotate-kek", CARACAL_KEK=f"k2:{NEW_KEK_HEX},{KEK}")
+    code, output = await run_cli(settings, "keys", "rotate-kek", CARACAL_KEK=f"k2:{NEW_KEK_HEX},{KEK}")
     assert code == 0, output
     assert "zones: 1 re-encrypted" in output and "done: every zone DEK" in output
     assert [r.kek_arn for r in await _rows(engine, "SELECT kek_arn FROM zones")] == ["k2"]
@@ -204,7 +187,7 @@ async def test_rotate_zone_kek_command_names_a_value_neither_key_opens_and_resea
             {"ct": b"\0" * 12 + stranger.encrypt(b"\0" * 12, b"x", None)},
         )
     [grant_id] = [r.id for r in await _rows(engine, "SELECT id FROM provider_grants")]
-    code, output = await _cli(
+    code, output = await run_cli(
         settings, "keys", "rotate-zone-kek", ZONE_KEK=NEW_ZONE_KEK_HEX, ZONE_KEK_OLD=ZONE_KEK_HEX
     )
     assert code == 1, output
@@ -212,7 +195,7 @@ async def test_rotate_zone_kek_command_names_a_value_neither_key_opens_and_resea
     assert "providers: 2 re-encrypted" in output
     assert await _values_opening_under(engine, NEW_ZONE_KEK) == 2  # both provider secrets
     assert await _values_opening_under(engine, OLD_ZONE_KEK) == 1  # the named row is left whole
-    code, output = await _cli(settings, "keys", "rotate-zone-kek", ZONE_KEK=NEW_ZONE_KEK_HEX)
+    code, output = await run_cli(settings, "keys", "rotate-zone-kek", ZONE_KEK=NEW_ZONE_KEK_HEX)
     assert (code, output.strip()) == (
         2,
         "caracal: caracal keys rotate-zone-kek needs DATABASE_URL, ZONE_KEK (new) and ZONE_KEK_OLD",
@@ -239,11 +222,11 @@ async def test_streams_drained_waits_for_every_group_to_read_and_ack_and_checks_
     assert lines[-1] == f"{CHANGES}: group gateway: NOT drained (3 read but not acknowledged)"
     await redis.xack(CHANGES, "gateway", *ids)
     await redis.xadd(CHANGES, stream_entry(new_key, CHANGES, "n1", {"event": "zone.created"}))
-    code, output = await _cli(settings, "keys", "streams-drained")
+    code, output = await run_cli(settings, "keys", "streams-drained")
     assert code == 1 and "NOT drained (entries not read yet" in output  # the new entry is unread
     await redis.xreadgroup("gateway", "gw-1", {CHANGES: ">"})
     await redis.xack(CHANGES, "gateway", (await redis.xrevrange(CHANGES, count=1))[0][0])
-    code, output = await _cli(settings, "keys", "streams-drained")
+    code, output = await run_cli(settings, "keys", "streams-drained")
     assert code == 0, output
     assert f"{CHANGES}: newest entry signed with the given STREAMS_HMAC_KEY" in output
     assert "drained: the consumers may be given the new STREAMS_HMAC_KEY now" in output
@@ -280,7 +263,7 @@ async def test_a_rotation_command_without_a_database_says_so_in_one_line_without
 ) -> None:
     """Exit 2, one line, nothing of the URL's password (the port given has no server)."""
     closed = "postgresql://caracal:pw-must-not-show@127.0.0.1:1/caracal"
-    code, output = await _cli(settings, "keys", "rotate-kek", DATABASE_URL=closed)
+    code, output = await run_cli(settings, "keys", "rotate-kek", DATABASE_URL=closed)
     assert code == 2, output
     [line] = output.strip().splitlines()
     assert line.startswith("caracal: the database did not answer: ")
