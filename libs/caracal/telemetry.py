@@ -17,7 +17,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from caracal.logs import JsonFormatter
+from caracal.logs import JsonFormatter, LineHandler
 
 log = logging.getLogger("caracal.telemetry")
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -26,7 +26,7 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 def configure_logging(level: str, process: str, log_format: str = "json") -> None:
     """LOG_FORMAT `json`: one JSON object per line (caracal.logs); `text`: a line for a person.
     Every logger, uvicorn's included (it is started without a log config), goes through this handler."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = LineHandler(sys.stderr)
     handler.setFormatter(
         JsonFormatter(process)
         if log_format == "json"

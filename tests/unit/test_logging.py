@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -114,3 +116,55 @@ def test_text_format_writes_a_plain_line(capsys: pytest.CaptureFixture[str]) -> 
         root.handlers[:] = handlers
         root.setLevel(level)
     assert " INFO reaper caracal.test.text: plain words" in capsys.readouterr().err
+
+
+def test_the_time_is_the_records_utc_millisecond_truncated_as_isoformat() -> None:
+    """The per-second cache gives what datetime would, at both ends of a second."""
+    for created in (1764650000.0, 1764650000.0009, 1764650000.999, 1764650000.9999996, 1764650001.5):
+        expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+        assert logs._utc_ms(created) == expected.replace("+00:00", "Z")
+
+
+def _line_handler() -> tuple[logging.Logger, io.StringIO, logs.LineHandler]:
+    buffer = io.StringIO()
+    handler = logs.LineHandler(buffer)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("caracal.test.line_handler")
+    logger.propagate = False
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    return logger, buffer, handler
+
+
+async def test_lines_logged_in_one_loop_step_are_written_together_when_it_ends() -> None:
+    logger, buffer, handler = _line_handler()
+    try:
+        logger.info("first")
+        logger.info("second")
+        assert buffer.getvalue() == ""  # still this step
+        await asyncio.sleep(0)  # the step ends: the scheduled flush runs
+        assert buffer.getvalue() == "first\nsecond\n"
+    finally:
+        logger.removeHandler(handler)
+
+
+async def test_a_line_from_another_thread_writes_the_waiting_lines_first_in_order() -> None:
+    logger, buffer, handler = _line_handler()
+    try:
+        logger.info("on the loop")
+        await asyncio.to_thread(logger.info, "from a thread")
+        assert buffer.getvalue() == "on the loop\nfrom a thread\n"
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_without_a_loop_a_line_is_written_at_once_and_flush_writes_what_waits() -> None:
+    logger, buffer, handler = _line_handler()
+    try:
+        logger.info("no loop")
+        assert buffer.getvalue() == "no loop\n"
+        handler.waiting.append("left behind\n")
+        logging.shutdown([lambda: handler])  # what the interpreter runs at exit
+        assert buffer.getvalue() == "no loop\nleft behind\n"
+    finally:
+        logger.removeHandler(handler)

@@ -9,9 +9,12 @@ from contextlib import asynccontextmanager
 from typing import TypeVar
 
 import asyncpg
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, ResourceClosedError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.util import greenlet_spawn
 
 from caracal.db.integrity import UNIQUE_VIOLATION, Violation, refusal_for
 from caracal.errors import CaracalError, Overloaded, Unavailable
@@ -80,12 +83,63 @@ async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A read on one pooled connection in autocommit: each statement is its own round trip, with no
     BEGIN/ROLLBACK around it. Driver errors become CaracalErrors."""
     try:
-        async with _autocommit(engine).connect() as conn:
+        conn = ReadConnection(engine, await greenlet_spawn(engine.sync_engine.raw_connection))
+        try:
             yield conn
+        finally:
+            await conn.release()
     except CaracalError:
         raise
     except Exception as exc:
         raise _meaning(exc) from exc
+
+
+class ReadConnection(AsyncConnection):
+    """A read's pooled connection, checked out without SQLAlchemy's Connection around it: a hot read
+    (`db.query.Query`) runs on `driver`, so a GET pays for neither the Connection nor its events
+    (measured: 4-5 % of a GET's CPU). The first statement that goes through SQLAlchemy wraps the same
+    pooled connection in an autocommit Connection, and the rest of the read uses that."""
+
+    def __init__(self, engine: AsyncEngine, pooled: PoolProxiedConnection) -> None:
+        super().__init__(engine)
+        self.pooled: PoolProxiedConnection | None = pooled
+
+    @property
+    def driver(self) -> asyncpg.Connection | None:
+        """asyncpg's connection, while no statement went through SQLAlchemy (then: None)."""
+        if self.sync_connection is not None or self.pooled is None:
+            return None
+        driver: asyncpg.Connection = self.pooled.driver_connection
+        return driver
+
+    @property
+    def _proxied(self) -> Connection:
+        if self.sync_connection is None:
+            if self.pooled is None:
+                raise ResourceClosedError("this read's connection was released")
+            self.sync_connection = self._assign_proxied(
+                Connection(_autocommit(self.engine).sync_engine, connection=self.pooled)
+            )
+        return self.sync_connection
+
+    def in_transaction(self) -> bool:
+        return self.sync_connection is not None and self.sync_connection.in_transaction()
+
+    async def invalidate(self, exception: BaseException | None = None) -> None:
+        """A broken connection leaves the pool (it is closed, never reused)."""
+        if self.sync_connection is not None:
+            await super().invalidate(exception)
+        elif self.pooled is not None:
+            self.pooled.invalidate(exception)  # closes it without IO and checks the record back in
+        self.pooled = None
+
+    async def release(self) -> None:
+        """Back to the pool (through SQLAlchemy's Connection when the read made one)."""
+        pooled, self.pooled = self.pooled, None
+        if self.sync_connection is not None:
+            await greenlet_spawn(self.sync_connection.close)
+        elif pooled is not None:
+            await greenlet_spawn(pooled.close)
 
 
 _AUTOCOMMIT: weakref.WeakKeyDictionary[AsyncEngine, AsyncEngine] = weakref.WeakKeyDictionary()

@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.types import JSON
 
-from caracal.db.engine import is_connection_error
+from caracal.db.engine import ReadConnection, is_connection_error
 from caracal.errors import Unavailable
 
 _DIALECT = cast("Any", PGDialect_asyncpg)()  # the dialect's constructor is untyped
@@ -50,9 +50,9 @@ class Query:
         self.names = tuple(compiled.positiontup or ())
 
     async def rows(self, conn: AsyncConnection, params: dict[str, Any]) -> list[Any]:
-        if self.via_sqlalchemy or conn.in_transaction():
+        driver = None if self.via_sqlalchemy else await _driver_of(conn)
+        if driver is None:
             return list((await conn.execute(self.statement, params)).all())
-        driver = cast("asyncpg.Connection", (await conn.get_raw_connection()).driver_connection)
         try:
             return list(await driver.fetch(self.sql, *(params[n] for n in self.names), record_class=Row))
         except Exception as exc:
@@ -69,3 +69,12 @@ class Query:
     async def first(self, conn: AsyncConnection, params: dict[str, Any]) -> Any | None:
         found = await self.rows(conn, params)
         return found[0] if found else None
+
+
+async def _driver_of(conn: AsyncConnection) -> asyncpg.Connection | None:
+    """The driver connection to run on, when SQLAlchemy has no transaction on it."""
+    if isinstance(conn, ReadConnection):
+        return conn.driver
+    if conn.in_transaction():
+        return None
+    return cast("asyncpg.Connection", (await conn.get_raw_connection()).driver_connection)

@@ -51,6 +51,7 @@ class HttpMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._series: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
         self.requests = Counter(
             "caracal_api_http_requests",
             "HTTP requests answered, by route template and status.",
@@ -102,10 +103,23 @@ class HttpMetrics:
         self.pool["connections"].set(pool.size())
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        method = method_label(method)
-        self.requests.labels(method, route, str(status)).inc()
-        self.seconds.labels(method, route).inc(seconds)
-        self.latency.labels(method, route).observe(seconds)
+        key = (method_label(method), route, status)  # route templates and statuses are few: bounded
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = self._series_of(*key)
+        requests, spent, latency = series
+        requests.inc()
+        spent.inc(seconds)
+        latency.observe(seconds)
+
+    def _series_of(self, method: str, route: str, status: int) -> tuple[Any, Any, Any]:
+        """The labelled children of one (method, route, status), looked up once (labels() takes a
+        lock and builds a tuple per call)."""
+        return (
+            self.requests.labels(method, route, str(status)),
+            self.seconds.labels(method, route),
+            self.latency.labels(method, route),
+        )
 
     def render(self) -> Iterable[str]:
         registry = self.registry
