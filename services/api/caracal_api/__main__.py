@@ -11,7 +11,7 @@ import socket
 import sys
 from collections.abc import Coroutine
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -65,8 +65,42 @@ async def _require_zone_kek(settings: Settings, engine: AsyncEngine) -> None:
 KEEP_ALIVE_S = 5
 
 
+INTERIM = b"HTTP/1.1 100 "  # `100 Continue`, written before the request body is read: never held
+
+
+class HeadWithBody:
+    """A response's transport: its status line and headers wait for its first body bytes, and both
+    go out in one write (uvicorn writes them apart: two send() calls per response, and a loopback
+    send is most of a GET's socket time). uvicorn writes a body, empty or not, after every head but
+    a HEAD's, so HEAD responses are not held; a held head also goes out if the transport closes."""
+
+    __slots__ = ("held", "started", "transport")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.held: bytes | None = None
+        self.started = False
+
+    def write(self, data: bytes) -> None:
+        if self.held is not None:
+            data, self.held = self.held + data, None
+        elif not self.started and not data.startswith(INTERIM):
+            self.started, self.held = True, data
+            return
+        self.transport.write(data)
+
+    def close(self) -> None:
+        if self.held is not None:
+            held, self.held = self.held, None
+            self.transport.write(held)
+        self.transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
 class HttpProtocol(HttpToolsProtocol):
-    """uvicorn's HTTP/1.1 protocol with two differences.
+    """uvicorn's HTTP/1.1 protocol with three differences.
 
     Shutdown never closes an idle keep-alive connection: closing it races a request the proxy may be
     sending on it at that moment, and nginx does not resend a POST that met a reset. A draining
@@ -75,6 +109,8 @@ class HttpProtocol(HttpToolsProtocol):
 
     Malformed bytes after a request that is being served wait for its answer: uvicorn would answer
     400 and close at once, so a request that committed (a POST) would never get its 201 to the client.
+
+    A response is written once, head and body together (HeadWithBody).
     """
 
     draining = False
@@ -87,8 +123,13 @@ class HttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
-        if self.draining and self.cycle is not None:
-            self.cycle.keep_alive = False
+        cycle = self.cycle
+        if cycle is None:
+            return
+        if cycle.transport is self.transport and cycle.scope["method"] != "HEAD":  # a new cycle
+            cycle.transport = cast("asyncio.Transport", HeadWithBody(self.transport))
+        if self.draining:
+            cycle.keep_alive = False
 
     def send_400_response(self, msg: str) -> None:
         if self.cycle is None or self.cycle.response_complete:

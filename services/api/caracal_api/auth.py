@@ -84,12 +84,14 @@ async def _count_request(
 ) -> None:
     """Both /v1 windows (address and token) and the last-used debounce: one Redis round trip at most."""
     limit = res.settings.v1_rate_limit_per_min
+    touch = f"api:admin_token_touched:{actor.id}" if _touch_due(res, actor.id) else None
+    if limit <= 0 and touch is None:
+        return  # limits off and the token touched this minute: no key to build, nothing to ask
     ip = client_ip(connection, res.settings)
     windows = [
         Window(minute_key("api:v1_rl:ip", ip), limit),
         Window(minute_key("api:v1_rl:actor", actor.id), limit),
     ]
-    touch = f"api:admin_token_touched:{actor.id}" if _touch_due(res, actor.id) else None
     over, fresh = await res.limits.count(windows, touch)
     if fresh:
         res.spawn(_touch(res, actor.id))
