@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import TextIO
+from typing import TextIO, cast
 
 import msgspec
 from opentelemetry import trace
@@ -94,16 +95,7 @@ class JsonFormatter(logging.Formatter):
         self.process = process
 
     def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, str] = {
-            "time": _utc_ms(record.created),
-            "level": record.levelname.lower(),
-            "process": self.process,
-            "logger": record.name,
-            "message": record.getMessage(),
-            **current(),
-        }
-        if (found := trace_id()) is not None:
-            line["trace_id"] = found
+        line = self.fields(record.created, record.levelname.lower(), record.name, record.getMessage())
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         elif record.exc_text:
@@ -111,6 +103,22 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             line["stack"] = self.formatStack(record.stack_info)
         return msgspec.json.encode(line).decode()
+
+    def fields(self, created: float, level: str, logger: str, message: str) -> dict[str, str]:
+        line = {
+            "time": _utc_ms(created),
+            "level": level,
+            "process": self.process,
+            "logger": logger,
+            "message": message,
+            **current(),
+        }
+        if (found := trace_id()) is not None:
+            line["trace_id"] = found
+        return line
+
+    def line(self, created: float, level: str, logger: str, message: str) -> str:
+        return msgspec.json.encode(self.fields(created, level, logger, message)).decode()
 
 
 class LineHandler(logging.StreamHandler[TextIO]):
@@ -125,18 +133,20 @@ class LineHandler(logging.StreamHandler[TextIO]):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = self.format(record) + self.terminator
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                self.waiting.append(line)
-                self._write_waiting()
-                return
-            self.waiting.append(line)
-            if len(self.waiting) == 1:
-                loop.call_soon(self.flush)
+            self.add(self.format(record))
         except Exception:  # logging's contract: a failing handler reports, never raises
             self.handleError(record)
+
+    def add(self, line: str) -> None:
+        """A formatted line (the caller holds the handler's lock)."""
+        self.waiting.append(line + self.terminator)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._write_waiting()
+            return
+        if len(self.waiting) == 1:
+            loop.call_soon(self.flush)
 
     def flush(self) -> None:
         self.acquire()
@@ -151,3 +161,44 @@ class LineHandler(logging.StreamHandler[TextIO]):
             self.stream.write(text)
         if self.stream and hasattr(self.stream, "flush"):
             self.stream.flush()
+
+
+class InfoLines:
+    """A logger's INFO lines, written straight to the process's JSON LineHandler when that handler is
+    the only one they would reach (the access line: one per request, and a LogRecord with logging's
+    dispatch cost more than the line itself); through logging as usual otherwise (a test capturing
+    logs, a text format, a handler or filter of its own)."""
+
+    def __init__(self, name: str) -> None:
+        self.logger = logging.getLogger(name)
+
+    def info(self, message: str) -> None:
+        handler = self._only_handler()
+        if handler is None:
+            self.logger.info("%s", message)
+            return
+        formatter = cast("JsonFormatter", handler.formatter)
+        line = formatter.line(time.time(), "info", self.logger.name, message)
+        handler.acquire()
+        try:
+            handler.add(line)
+        finally:
+            handler.release()
+
+    def _only_handler(self) -> LineHandler | None:
+        if self.logger.disabled or not self.logger.isEnabledFor(logging.INFO):
+            return None
+        handlers = logging.root.handlers
+        if len(handlers) != 1 or logging.root.filters:
+            return None
+        handler = handlers[0]
+        if not (isinstance(handler, LineHandler) and isinstance(handler.formatter, JsonFormatter)):
+            return None
+        if handler.level > logging.INFO or handler.filters:
+            return None
+        logger: logging.Logger | None = self.logger
+        while logger is not None and logger is not logging.root:
+            if logger.handlers or logger.filters or not logger.propagate:
+                return None
+            logger = logger.parent
+        return handler

@@ -168,3 +168,72 @@ def test_without_a_loop_a_line_is_written_at_once_and_flush_writes_what_waits() 
         assert buffer.getvalue() == "no loop\nleft behind\n"
     finally:
         logger.removeHandler(handler)
+
+
+@pytest.fixture
+def json_root() -> Iterator[tuple[io.StringIO, logs.LineHandler]]:
+    """The root logger as `configure_logging` leaves it (one JSON LineHandler), into a buffer."""
+    saved, level = logging.root.handlers[:], logging.root.level
+    buffer = io.StringIO()
+    handler = logs.LineHandler(buffer)
+    handler.setFormatter(logs.JsonFormatter("api"))
+    logging.root.handlers[:] = [handler]
+    logging.root.setLevel(logging.INFO)
+    try:
+        yield buffer, handler
+    finally:
+        logging.root.handlers[:] = saved
+        logging.root.setLevel(level)
+
+
+def _no_records(*_: object, **__: object) -> logging.LogRecord:
+    raise AssertionError("a LogRecord was made")
+
+
+def test_an_info_line_skips_logging_when_the_json_handler_is_all_it_reaches(
+    json_root: tuple[io.StringIO, logs.LineHandler], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    buffer, handler = json_root
+    logging.root.handlers[:] = [handler]  # pytest adds its capture handlers for the test's call
+    lines = logs.InfoLines("caracal.test.info_lines")
+    monkeypatch.setattr(lines.logger, "makeRecord", _no_records)
+    bound = logs.bind_request("req-9", "/v1/zones/zone_abc/applications")
+    try:
+        lines.info("GET /v1/zones/{zone_id} 200 1.0 ms")
+    finally:
+        logs.unbind(bound)
+    handler.flush()
+    [line] = _lines(buffer)
+    assert line == {
+        "time": line["time"],
+        "level": "info",
+        "process": "api",
+        "logger": "caracal.test.info_lines",
+        "message": "GET /v1/zones/{zone_id} 200 1.0 ms",
+        "request_id": "req-9",
+        "zone_id": "zone_abc",
+    }
+
+
+def test_an_info_line_goes_through_logging_when_another_handler_or_a_filter_listens(
+    json_root: tuple[io.StringIO, logs.LineHandler],
+) -> None:
+    buffer, handler = json_root
+    logging.root.handlers[:] = [handler]
+    lines = logs.InfoLines("caracal.test.info_lines")
+    seen: list[str] = []
+    lines.logger.addFilter(lambda record: seen.append(record.getMessage()) or True)
+    try:
+        lines.info("filtered")
+    finally:
+        lines.logger.filters.clear()
+    handler.flush()
+    assert seen == ["filtered"]
+    assert [line["message"] for line in _lines(buffer)] == ["filtered"]
+    lines.logger.setLevel(logging.WARNING)
+    try:
+        lines.info("below the level")
+    finally:
+        lines.logger.setLevel(logging.NOTSET)
+    handler.flush()
+    assert len(_lines(buffer)) == 1

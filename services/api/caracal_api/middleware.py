@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import re
 import time
 import uuid
@@ -21,7 +20,7 @@ from caracal_api.audit_trail import request_row
 from caracal_api.metrics import HttpMetrics, method_label
 from caracal_api.resources import Resources
 
-access_log = logging.getLogger("caracal.api.access")
+access_log = logs.InfoLines("caracal.api.access")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9_.\-:]{1,128}$")
 MUTATIONS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 SECURITY_HEADERS = [
@@ -131,7 +130,7 @@ class RequestContext:
                 elapsed = time.perf_counter() - started
                 self.metrics.observe(scope["method"], template, status, elapsed)
                 # the path template, never the path: a query or segment may carry what must not be logged
-                access_log.info("%s %s %d %.1f ms", scope["method"], template, status, elapsed * 1000)
+                access_log.info(f"{scope['method']} {template} {status} {elapsed * 1000:.1f} ms")
                 logs.unbind(bound)
                 if span is not None:
                     _describe(span, method_label(scope["method"]), template, status, request_id)
