@@ -209,6 +209,21 @@ def spawn_api(bench: BenchEnv) -> ApiServer:
     return ApiServer(process=process, log_path=log_path, port=port, token=token)
 
 
+def spawn_bare_route(bench: BenchEnv, workers: str) -> ApiServer:
+    port = _free_port()
+    env = {**bench.env, "PORT": str(port), "BARE_WORKERS": workers, "BARE_POOL": str(POOL_SIZE // 2)}
+    log_path = bench.workdir / "bare-route.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bench.bare_route"],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return ApiServer(process=process, log_path=log_path, port=port, token="unused")
+
+
 def spawn_reaper(bench: BenchEnv) -> BenchProcess:
     log_path = bench.workdir / "reaper.log"
     with log_path.open("wb") as log_file:
@@ -414,7 +429,30 @@ async def _get_one(bench: BenchEnv, server: ApiServer) -> list[str]:
     api = await measure_route(bench, server, "GET one zone", f"/v1/zones/{zone_id}")
     label = "B_sel (raw PK SELECT)"
     base = await baseline(bench, label, lambda pool, _n: pool.fetchrow(SELECT_ZONE, zone_id))
-    return GET_ONE.lines(api, base)
+    async with running_bare_route(bench) as bare_server:
+        bare = await measure_route(bench, bare_server, "bare route", f"/zones/{zone_id}")
+    return [
+        *GET_ONE.lines(api, base),
+        f"  {BARE_LABEL}: {bare.describe()}",
+        f"  its ratio to B_sel {ratio(bare.rate, base.rate)};"
+        f" GET one zone / bare route {ratio(api.rate, bare.rate)}",
+    ]
+
+
+BARE_LABEL = "bare Litestar route, one asyncpg SELECT, same server and workers (bench/bare_route.py)"
+
+
+@contextlib.asynccontextmanager
+async def running_bare_route(bench: BenchEnv) -> AsyncIterator[ApiServer]:
+    """bench/bare_route.py with as many uvicorn workers as the API has (default: the core count)."""
+    workers = os.environ.get("CARACAL_API_WORKERS") or str(os.cpu_count() or 1)
+    server = spawn_bare_route(bench, workers)
+    say(f"bare route: started `python -m bench.bare_route` ({workers} workers), pid {server.pid}")
+    try:
+        await _wait_ready(server)
+        yield server
+    finally:
+        say(f"bare route: stopped (exit code {server.stop()})")
 
 
 async def _create(bench: BenchEnv, server: ApiServer) -> list[str]:
