@@ -1,6 +1,9 @@
 """Stream entries and `_sig` exactly as CONTRACT.md §5.4 defines them."""
 
-from caracal.events import canonical_text, sign, stream_entry, verify
+import hashlib
+import hmac
+
+from caracal.events import Scalar, canonical_text, sign, stream_entry, verify
 
 KEY = bytes.fromhex("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
 
@@ -45,3 +48,13 @@ def test_entry_is_flat_with_outbox_id_and_signature() -> None:
 def test_entry_without_key_is_unsigned() -> None:
     """In dev mode without a key, `_sig` is omitted."""
     assert "_sig" not in stream_entry(None, "s", "01", {"a": "1"})
+
+
+def test_signature_is_hmac_sha256_for_keys_shorter_and_longer_than_a_block() -> None:
+    """The signer keys SHA-256 itself once per key: it gives what hmac.new gives, also for keys past
+    SHA-256's 64-byte block (hashed first) and non-ASCII values."""
+    fields: dict[str, Scalar] = {"zone_id": "z", "name": "é∂", "n": 3, "flag": False}
+    for length in (1, 32, 63, 64, 65, 200):
+        key = bytes(range(length))
+        text = canonical_text("caracal.changes", fields).encode()
+        assert sign(key, "caracal.changes", fields) == hmac.new(key, text, hashlib.sha256).hexdigest()
