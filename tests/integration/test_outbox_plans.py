@@ -23,10 +23,10 @@ from caracal.domain.dead_letters import DEAD
 from caracal.outbox import _PRUNE
 from caracal.settings import Settings
 from caracal_dispatcher.dispatcher import (
-    MARK_AND_NEXT,
     MARK_DISPATCHED,
     MARK_FAILED,
     NEXT_BATCH,
+    NEXT_BATCH_AFTER,
     PENDING_STREAMS,
     RECONCILE,
 )
@@ -51,7 +51,7 @@ def _queries() -> list[tuple[str, str, list[Any]]]:
     return [
         ("pending streams", PENDING_STREAMS, []),
         ("next batch", NEXT_BATCH, ["caracal.plan.2", 32]),
-        ("mark and next", MARK_AND_NEXT, ["caracal.plan.2", 32, ids, "w", "1", 1]),
+        ("next batch after", NEXT_BATCH_AFTER, ["caracal.plan.2", 32, "1", 1]),
         ("mark dispatched", MARK_DISPATCHED, [ids, "w"]),
         ("mark failed", MARK_FAILED, [ids, "boom", "w", 100, 2.0]),
         ("reconcile", RECONCILE, ["caracal.plan.2", "w", "1", 10]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from typing import Any
 
@@ -93,6 +94,10 @@ async def run(settings: Settings, traced: bool = False) -> None:
     try:
         if not await schema_ready(settings, stop):
             return
+        # What start-up built (imported modules, settings, clients) lives as long as the process:
+        # frozen, the collector's full passes, which a backlog's batches set off, stop walking it.
+        gc.collect()
+        gc.freeze()
         loop = poll_loop(
             "dispatcher",
             dispatcher.iteration,

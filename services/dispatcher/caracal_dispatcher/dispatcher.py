@@ -16,7 +16,7 @@ import msgspec
 from caracal.redis_client import REDIS_FAILURES
 from caracal.settings import Settings
 from caracal_dispatcher.leases import StreamLeases
-from caracal_dispatcher.publisher import PendingEvent, StreamPublisher
+from caracal_dispatcher.publisher import PendingEvent, SignedBatch, StreamPublisher
 
 log = logging.getLogger("caracal.dispatcher")
 
@@ -51,17 +51,6 @@ NEXT_BATCH = _PENDING_ROWS + " ORDER BY event_outbox.txid, event_outbox.seq LIMI
 NEXT_BATCH_AFTER = (
     _PENDING_ROWS
     + " AND (txid, seq) > ($3::text::xid8, $4::bigint) ORDER BY event_outbox.txid, event_outbox.seq LIMIT $2"
-)
-
-# Mark the batch just published and read the next one, in one autocommitted statement.
-# ($3 published ids, $4 worker, $5/$6 the last published (txid, seq))
-# constant fragments only, no input:
-MARK_AND_NEXT = (
-    "WITH marked AS (UPDATE event_outbox SET dispatched_at = now(), attempts = attempts + 1,"  # noqa: S608
-    " locked_until = NULL, locked_by = $4, last_error = NULL WHERE id = ANY($3::text[]))"
-    + _PENDING_ROWS
-    + " AND (txid, seq) > ($5::text::xid8, $6::bigint)"
-    " ORDER BY event_outbox.txid, event_outbox.seq LIMIT $2"
 )
 
 MARK_DISPATCHED = """
@@ -220,10 +209,10 @@ class Dispatcher:
     async def _drain(self, stream: str) -> StreamOutcome:
         """Publish batch after batch while they come back full, for up to `drain_budget_s`.
 
-        While batch k goes to Redis, one statement marks batch k-1 delivered and reads batch k+1
-        (by keyset after k), so Postgres and Redis work at the same time. A crash leaves at most two
-        batches published but unmarked, which the high-water mark keeps out of the stream. Batch k+1
-        is read with the size that batch k's fullness chose (see AdaptiveBatch).
+        While batch k goes to Redis, batch k+1 is read (by keyset after k) and signed while batch
+        k-1 is marked delivered, so Redis, Postgres and the signing work at the same time. A crash
+        leaves at most two batches published but unmarked, which the high-water mark keeps out of
+        the stream. Batch k+1 is read with the size that batch k's fullness chose (see AdaptiveBatch).
         """
         size = self.batches.size(stream)
         conn = await self.leases.connection()
@@ -232,6 +221,7 @@ class Dispatcher:
             rows = await conn.fetch(NEXT_BATCH, stream, size)
         else:
             rows = await conn.fetch(NEXT_BATCH_AFTER, stream, size, str(after[0]), after[1])
+        signed: SignedBatch | None = None
         published: list[str] = []
         outcome = StreamOutcome()
         deadline = time.monotonic() + self.drain_budget_s
@@ -243,55 +233,76 @@ class Dispatcher:
             full = len(rows) == size
             size = self.batches.after(stream, size, full)
             more = full and time.monotonic() < deadline
-            events = [_event(row) for row in rows]
-            failure, following = await self._send_and_read(
-                conn, stream, rows, events, published=published, limit=size if more else 0
+            batch = self._signed(stream, rows) if signed is None else signed
+            failure, following, signed = await self._send_and_read(
+                conn, stream, batch, int(rows[0]["age_ms"]), published=published, limit=size if more else 0
             )
+            published = [event.id for event in batch.events]
             if failure is not None:
                 self.batches.reset(stream)
-                return await self._failed(stream, rows, [event.id for event in events], failure)
-            published = [event.id for event in events]
-            last = (events[-1].txid, events[-1].seq)
+                return await self._failed(stream, rows, published, failure)
+            last = (batch.events[-1].txid, batch.events[-1].seq)
             if not more:
                 outcome = StreamOutcome(full=full)
                 break
             rows = following
         if published:
-            await conn.execute(MARK_DISPATCHED, published, self.settings.worker_id)
+            await self._mark_dispatched(conn, published)
             if outcome.full:  # stopped by the time budget mid-backlog: the next read starts after it
                 self.positions[stream] = last
         return outcome
+
+    def _signed(self, stream: str, rows: Sequence[Any]) -> SignedBatch:
+        return self.publisher.sign(stream, [_event(row) for row in rows])
 
     async def _send_and_read(
         self,
         conn: asyncpg.Connection,
         stream: str,
-        rows: list[Any],
-        events: list[PendingEvent],
+        batch: SignedBatch,
+        lag_ms: int,
         *,
         published: list[str],
         limit: int,
-    ) -> tuple[Exception | None, list[Any]]:
-        """Publish `events` while marking `published` and reading up to `limit` rows of the next batch.
+    ) -> tuple[Exception | None, list[Any], SignedBatch | None]:
+        """Publish `batch` while reading up to `limit` rows of the next batch and marking `published`.
 
-        Returns the Redis failure, if publishing failed, and the next batch.
+        Returns the Redis failure, if publishing failed, and the next batch's rows, signed.
         """
-        last = events[-1]
         results: tuple[Any, ...] = await asyncio.gather(
-            self.publisher.publish(stream, events, int(rows[0]["age_ms"])),
-            conn.fetch(
-                MARK_AND_NEXT, stream, limit, published, self.settings.worker_id, str(last.txid), last.seq
-            ),
+            self._read_and_mark(conn, stream, batch.events[-1], limit, published),
+            self.publisher.publish(stream, batch, lag_ms),
             return_exceptions=True,
         )
-        sent, following = results
+        following, sent = results
         if isinstance(following, BaseException):
             raise following
         if isinstance(sent, REDIS_FAILURES):
-            return sent, []
+            return sent, [], None
         if isinstance(sent, BaseException):
             raise sent
-        return None, list(following)
+        rows, signed = following
+        return None, rows, signed
+
+    async def _read_and_mark(
+        self, conn: asyncpg.Connection, stream: str, last: PendingEvent, limit: int, published: list[str]
+    ) -> tuple[list[Any], SignedBatch | None]:
+        """The rows after `last` (up to `limit`), signed while `published` is marked delivered.
+
+        The read comes first (it is short; the mark rewrites every row), and gather starts its tasks
+        in order, so the mark is on the wire before the signing holds the event loop.
+        """
+        rows = await conn.fetch(NEXT_BATCH_AFTER, stream, limit, str(last.txid), last.seq) if limit else []
+        marking, signing = self._mark_dispatched(conn, published), self._sign_rows(stream, rows)
+        _, signed = await asyncio.gather(marking, signing)
+        return rows, signed
+
+    async def _sign_rows(self, stream: str, rows: list[Any]) -> SignedBatch | None:
+        return self._signed(stream, rows) if rows else None
+
+    async def _mark_dispatched(self, conn: asyncpg.Connection, ids: list[str]) -> None:
+        if ids:
+            await conn.execute(MARK_DISPATCHED, ids, self.settings.worker_id)
 
     async def _failed(
         self, stream: str, rows: Sequence[Any], ids: list[str], exc: Exception
