@@ -6,7 +6,6 @@ import functools
 import hashlib
 import hmac
 from collections.abc import Mapping
-from typing import Any
 
 SESSIONS_REVOKE = "caracal.sessions.revoke"
 POLICY_INVALIDATE = "caracal.policy.invalidate"
@@ -34,32 +33,19 @@ def canonical_text(stream: str, fields: Mapping[str, Scalar]) -> str:
     return f"{stream}\n" + "".join(lines)
 
 
-_BLOCK = 64  # SHA-256's block size, which RFC 2104 pads the key to
-
-
 @functools.lru_cache(maxsize=8)
-def _keyed_sha256(key: bytes) -> tuple[Any, Any]:
-    """HMAC-SHA256's inner and outer hashes after their key block (RFC 2104), once per key.
-
-    A signature then copies both instead of keying a new HMAC: hmac.new costs twice as much per
-    entry, which the dispatcher pays for every event it publishes.
-    """
-    if len(key) > _BLOCK:
-        key = hashlib.sha256(key).digest()
-    key = key.ljust(_BLOCK, b"\0")
-    inner = hashlib.sha256(bytes(byte ^ 0x36 for byte in key))
-    outer = hashlib.sha256(bytes(byte ^ 0x5C for byte in key))
-    return inner, outer
+def _keyed(key: bytes) -> hmac.HMAC:
+    """The key's HMAC-SHA256 state, made once per key: a signature copies it rather than keying a new
+    HMAC (hmac.new per entry cost 1.3 us against 0.9 us, for every event the dispatcher publishes).
+    The standard library's own HMAC, not ours: no hand-made crypto to review."""
+    return hmac.new(key, digestmod=hashlib.sha256)
 
 
 def _hmac_sha256_hex(key: bytes, message: bytes) -> str:
     """What hmac.new(key, message, hashlib.sha256).hexdigest() returns."""
-    keyed_inner, keyed_outer = _keyed_sha256(key)
-    inner = keyed_inner.copy()
-    inner.update(message)
-    outer = keyed_outer.copy()
-    outer.update(inner.digest())
-    return str(outer.hexdigest())
+    signer = _keyed(key).copy()
+    signer.update(message)
+    return signer.hexdigest()
 
 
 def sign(key: bytes, stream: str, fields: Mapping[str, Scalar]) -> str:
