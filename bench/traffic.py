@@ -4,6 +4,7 @@ reached `caracal.changes` once, in commit order: shared by `make soak` and tests
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import itertools
 import random
@@ -65,6 +66,7 @@ class Traffic:
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _clients: list[httpx.AsyncClient] = field(default_factory=list)
+    failed: int = 0  # answers >= 500 and requests with no answer, so far
     _next_slot: float = 0.0
     _count: itertools.count[int] = field(default_factory=itertools.count)
     _tag: str = field(default_factory=lambda: secrets.token_hex(4))  # zone names unique across runs
@@ -89,7 +91,9 @@ class Traffic:
             await client.aclose()
 
     def since(self, moment: float) -> list[Call]:
-        return [c for c in self.calls if c.began >= moment]
+        """Calls sent at or after `moment` (calls are appended as they are sent: in `began` order, so
+        a progress line costs a slice of the recent calls, not a scan of them all)."""
+        return self.calls[bisect.bisect_left(self.calls, moment, key=lambda c: c.began) :]
 
     async def _caller(self, n: int) -> None:
         rng = random.Random(n)
@@ -122,6 +126,8 @@ class Traffic:
         except (httpx.HTTPError, ValueError) as exc:
             call.error, answer = type(exc).__name__, {}
         call.ended = time.monotonic()
+        if call.status >= 500 or not call.status:
+            self.failed += 1
         if call.status >= 400:
             call.error = str(answer.get("error", ""))
         elif call.status == 201:
