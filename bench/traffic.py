@@ -12,6 +12,7 @@ import secrets
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 import httpx
@@ -188,13 +189,29 @@ async def delivery_verdict(database_url: str, redis_url: str, calls: list[Call])
         await conn.close()
     redis = Redis.from_url(redis_url)
     try:
-        entries = await redis.xrange(CHANGES)
+        entries = await _whole_stream(redis, CHANGES)
     finally:
         await redis.aclose()
     published = {CHANGES: [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in entries]}
     stored = {r["id"]: (CHANGES, int(r["txid"]), int(r["seq"])) for r in rows}
     history, missing = _history(calls, rows, names)
     return check_total_queue(history, published, stored), missing
+
+
+STREAM_PAGE = 10_000  # entries per XRANGE: one reply of a 10-minute soak's stream outlasted the timeout
+
+
+async def _whole_stream(redis: Redis, stream: str) -> list[Any]:
+    """Every entry of `stream`, oldest first, read a page at a time."""
+    entries: list[Any] = []
+    start = "-"
+    while page := await redis.xrange(stream, min=start, count=STREAM_PAGE):
+        entries.extend(page)
+        if len(page) < STREAM_PAGE:
+            break
+        milliseconds, _, sequence = page[-1][0].decode().partition("-")
+        start = f"{milliseconds}-{int(sequence) + 1}"  # just after the last entry read
+    return entries
 
 
 _EVENT_OF = {"post": "zone.created", "patch": "zone.updated", "delete": "zone.deleted"}
