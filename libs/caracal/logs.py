@@ -134,7 +134,11 @@ class LineHandler(logging.StreamHandler[TextIO]):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             self.add(self.format(record))
-        except Exception:  # logging's contract: a failing handler reports, never raises
+        except RecursionError:  # as StreamHandler.emit: never swallowed
+            raise
+        except Exception:
+            # logging's contract: a handler never raises; handleError prints the traceback to stderr
+            # (this handler is where a log line would go, so it cannot log it)
             self.handleError(record)
 
     def add(self, line: str) -> None:

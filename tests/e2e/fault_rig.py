@@ -137,20 +137,21 @@ async def full_disk(rig: Rig) -> AsyncIterator[str]:
             yield how
         return
     filler = rig.disk / "filler"
-    await asyncio.to_thread(_fill, filler)
     try:
+        await asyncio.to_thread(_fill, filler)
         yield f"tmpfs of {DISK_SIZE} filled"
     finally:
-        filler.unlink()
+        filler.unlink(missing_ok=True)
 
 
 def _fill(path: Path) -> None:
+    """Write zeros to `path` until the file system is full. Unbuffered: a buffered file would keep the
+    bytes its last write could not place and fail again, with ENOSPC, when it is closed."""
     chunk = b"\0" * (1 << 20)
-    with path.open("wb") as out:
+    with path.open("wb", buffering=0) as out:
         try:
-            while True:
-                out.write(chunk)
-                out.flush()
+            while out.write(chunk):
+                pass
         except OSError as exc:
             if exc.errno != errno.ENOSPC:
                 raise

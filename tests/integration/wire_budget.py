@@ -46,7 +46,9 @@ async def counted(settings: Settings, engine: AsyncEngine, shared_redis: Redis) 
     url = urlsplit(str(settings.database_url))
     wire = WireCounter(url.hostname or "127.0.0.1", url.port or 5432)
     port = await wire.start()
-    proxied = replace(settings, database_url=_via(str(settings.database_url), port))
+    # the token stays cached from `warm` to the request counted, however slow the machine: a lookup
+    # after the cache's 1 s would add a round trip that no route owes
+    proxied = replace(settings, database_url=_via(str(settings.database_url), port), auth_cache_ttl_ms=60_000)
     counted_engine = create_engine(proxied, pool_size=4)
     async with transaction(engine) as conn:
         await seed_env_token(conn, ADMIN_TOKEN)

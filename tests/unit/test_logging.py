@@ -136,13 +136,21 @@ def _line_handler() -> tuple[logging.Logger, io.StringIO, logs.LineHandler]:
     return logger, buffer, handler
 
 
+async def _after_this_step() -> None:
+    """Until callbacks scheduled so far (the handler's flush among them) have run."""
+    loop = asyncio.get_running_loop()
+    reached: asyncio.Future[None] = loop.create_future()
+    loop.call_soon(reached.set_result, None)
+    await reached
+
+
 async def test_lines_logged_in_one_loop_step_are_written_together_when_it_ends() -> None:
     logger, buffer, handler = _line_handler()
     try:
         logger.info("first")
         logger.info("second")
         assert buffer.getvalue() == ""  # still this step
-        await asyncio.sleep(0)  # the step ends: the scheduled flush runs
+        await _after_this_step()
         assert buffer.getvalue() == "first\nsecond\n"
     finally:
         logger.removeHandler(handler)

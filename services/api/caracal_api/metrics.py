@@ -55,6 +55,7 @@ class HttpMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._series: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
+        self._watch: _PoolWatch | None = None
         self.requests = Counter(
             "caracal_api_http_requests",
             "HTTP requests answered, by route template and status.",
@@ -103,6 +104,7 @@ class HttpMetrics:
         watch = _WATCHES.get(pool) or _PoolWatch(pool)
         _WATCHES[pool] = watch
         watch.gauges = self.pool
+        self._watch = watch
         self.pool["connections"].set(pool.size())
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
@@ -125,9 +127,9 @@ class HttpMetrics:
         )
 
     def render(self) -> Iterable[str]:
-        for watch in _WATCHES.values():
-            if watch.gauges is self.pool:
-                watch.write(watch.pool.checkedout())
+        watch = self._watch
+        if watch is not None and watch.gauges is self.pool:  # a later app on this pool took the watch
+            watch.write(watch.pool.checkedout())
         registry = self.registry
         if os.environ.get(MULTIPROC_DIR):
             registry = CollectorRegistry()
