@@ -158,6 +158,7 @@ class Plan:
     seconds: float
     rate: float | None = None  # requests/s in total; None: `percent` of the measured capacity
     percent: float = 80.0
+    calls_path: Path | None = None  # SOAK_CALLS: every measured call as CSV, to line tails up with logs
 
 
 @dataclass
@@ -187,7 +188,18 @@ async def run_soak(plan: Plan) -> Outcome:
             traffic = Traffic(urls, token, connections=CONNECTIONS, rate=rate)
             memory, began = await _drive(fleet, traffic, plan.seconds)
         every = [*(probe.calls if probe else []), *traffic.calls]
+        if plan.calls_path is not None:
+            _write_calls(plan.calls_path, traffic.since(began))
         return await _judge(bench, every, traffic.since(began), memory, plan.seconds)
+
+
+def _write_calls(path: Path, calls: list[Call]) -> None:
+    """One line per call: wall-clock time it was sent (s), latency (ms), kind, status."""
+    to_wall = time.time() - time.monotonic()
+    with path.open("w") as out:
+        out.write("sent_unix_s,ms,kind,status\n")
+        out.writelines(f"{c.began + to_wall:.4f},{c.ms:.2f},{c.kind},{c.status}\n" for c in calls)
+    say(f"soak: {len(calls):,} calls written to {path}")
 
 
 async def _probe(urls: list[str], token: str) -> tuple[Traffic, float]:
@@ -290,12 +302,15 @@ async def _drain(bench: BenchEnv) -> float:
 
 
 def plan_from_env(env: dict[str, str]) -> Plan:
-    """SOAK_SECONDS (600), SOAK_RATE (requests/s; unset: SOAK_PERCENT, 80, of the measured capacity)."""
+    """SOAK_SECONDS (600), SOAK_RATE (requests/s; unset: SOAK_PERCENT, 80, of the measured capacity),
+    SOAK_CALLS (a CSV file for every measured call)."""
     rate = env.get("SOAK_RATE")
+    calls = env.get("SOAK_CALLS")
     return Plan(
         float(env.get("SOAK_SECONDS", "600")),
         float(rate) if rate else None,
         float(env.get("SOAK_PERCENT", "80")),
+        Path(calls) if calls else None,
     )
 
 
