@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -24,6 +25,46 @@ WAKE_TIMEOUT_S = 0.5
 WAKE_CHANNEL = "caracal:outbox:wake"
 
 
+# key in Connection.info: while a request's write transaction holds a list here, events are kept in it
+# and written with the transaction's audit row in one statement (`take_deferred`), not one by one
+DEFERRED = "caracal.outbox_deferred"
+
+
+def defer_events(conn: AsyncConnection) -> None:
+    """Until `take_deferred`, `record_event(s)` on `conn` keep their rows for one final statement."""
+    conn.info[DEFERRED] = []
+
+
+def take_deferred(conn: AsyncConnection) -> list[dict[str, Any]]:
+    """The rows kept since `defer_events`, in the order they were recorded; recording is direct again.
+    The caller inserts them (`deferred_columns`) before it commits, or the events are lost."""
+    rows: list[dict[str, Any]] = conn.info.pop(DEFERRED, None) or []
+    return rows
+
+
+def deferred_columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Kept rows as the array parameters of INSERT_DEFERRED (one prepared form for any count)."""
+    return {
+        "e_ids": [r["id"] for r in rows],
+        "e_streams": [r["stream_name"] for r in rows],
+        "e_payloads": [json.dumps(r["payload_json"]) for r in rows],
+        "e_request_ids": [r["request_id"] for r in rows],
+        "e_traceparents": [r["traceparent"] for r in rows],
+    }
+
+
+# Kept rows in one statement, in the order recorded: WITH ORDINALITY keeps it in `seq`, the stream's order.
+# As text, so another statement can carry it as a data-modifying WITH clause (domain.audit does).
+INSERT_DEFERRED = """
+    INSERT INTO event_outbox (id, stream_name, payload_json, request_id, traceparent)
+    SELECT e.id, e.stream, e.payload::jsonb, e.request_id, e.traceparent
+      FROM unnest(CAST(:e_ids AS text[]), CAST(:e_streams AS text[]), CAST(:e_payloads AS text[]),
+                  CAST(:e_request_ids AS text[]), CAST(:e_traceparents AS text[]))
+           WITH ORDINALITY AS e(id, stream, payload, request_id, traceparent, n)
+     ORDER BY e.n
+"""
+
+
 async def record_event(
     conn: AsyncConnection,
     stream: str,
@@ -32,30 +73,23 @@ async def record_event(
     request_id: str | None = None,
 ) -> str:
     """Insert the event in the current transaction; it reaches its stream only if that commits."""
-    outbox_id = new_id()
-    await conn.execute(
-        _INSERT,
-        {
-            "id": outbox_id,
-            "stream_name": stream,
-            "payload_json": dict(payload),
-            "request_id": request_id,
-            "traceparent": current_traceparent(),  # NULL unless the writer is traced
-        },
-    )
-    return outbox_id
+    row = _row(stream, payload, request_id)
+    deferred = conn.info.get(DEFERRED)
+    if deferred is not None:
+        deferred.append(row)
+    else:
+        await conn.execute(_INSERT, row)
+    return str(row["id"])
 
 
-# Many events of one stream in one statement (two array parameters, so one prepared form for any
-# count); WITH ORDINALITY keeps the given order in `seq`, which is the order the stream gets.
-_INSERT_MANY = text(
-    """
-    INSERT INTO event_outbox (id, stream_name, payload_json, request_id, traceparent)
-    SELECT e.id, :stream, e.payload::jsonb, :request_id, :traceparent
-      FROM unnest(CAST(:ids AS text[]), CAST(:payloads AS text[])) WITH ORDINALITY AS e(id, payload, n)
-     ORDER BY e.n
-    """
-)
+def _row(stream: str, payload: Mapping[str, Scalar], request_id: str | None) -> dict[str, Any]:
+    return {
+        "id": new_id(),
+        "stream_name": stream,
+        "payload_json": dict(payload),
+        "request_id": request_id,
+        "traceparent": current_traceparent(),  # NULL unless the writer is traced
+    }
 
 
 async def record_events(
@@ -66,19 +100,13 @@ async def record_events(
     request_id: str | None = None,
 ) -> list[str]:
     """`record_event` for each payload, in order, in one round trip; returns the outbox ids."""
-    ids = [new_id() for _ in payloads]
-    if ids:
-        await conn.execute(
-            _INSERT_MANY,
-            {
-                "stream": stream,
-                "ids": ids,
-                "payloads": [json.dumps(dict(payload)) for payload in payloads],
-                "request_id": request_id,
-                "traceparent": current_traceparent(),
-            },
-        )
-    return ids
+    rows = [_row(stream, payload, request_id) for payload in payloads]
+    deferred = conn.info.get(DEFERRED)
+    if deferred is not None:
+        deferred.extend(rows)
+    elif rows:
+        await conn.execute(text(INSERT_DEFERRED), deferred_columns(rows))
+    return [str(row["id"]) for row in rows]
 
 
 async def record_change(

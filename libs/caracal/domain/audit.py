@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime
 from functools import cache
@@ -9,7 +10,7 @@ from typing import Annotated, Any
 from urllib.parse import unquote
 
 import msgspec
-from sqlalchemy import ColumnElement, bindparam, insert, select
+from sqlalchemy import ColumnElement, bindparam, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from caracal.db.paging import Listing, Page, PagedQuery, listing
@@ -19,6 +20,7 @@ from caracal.domain.context import Caller
 from caracal.domain.wire import Name, Resource, Timestamp
 from caracal.errors import InvalidInput
 from caracal.ids import new_id
+from caracal.outbox import INSERT_DEFERRED, deferred_columns
 from caracal.timefmt import iso_ms, parse_iso
 
 _INSERT = insert(admin_audit_events)  # built once: the parameters carry the row
@@ -106,6 +108,43 @@ async def insert_audit_rows(conn: AsyncConnection, rows: list[dict[str, Any]]) -
         await conn.execute(_INSERT, rows[0])
     elif rows:
         await conn.execute(_INSERT, rows)
+
+
+_ROW_COLUMNS = (
+    "id",
+    "request_id",
+    "actor_id",
+    "actor_name",
+    "actor_scope",
+    "action",
+    "method",
+    "path",
+    "zone_id",
+    "entity_type",
+    "entity_id",
+    "status_code",
+)
+# one audit row and the transaction's kept events (caracal.outbox.defer_events): one round trip.
+# Built once from this module's constants and caracal.outbox's statement; no value enters the text.
+_WITH_EVENTS = text(
+    f"""
+    WITH events AS ({INSERT_DEFERRED})
+    INSERT INTO admin_audit_events ({", ".join(_ROW_COLUMNS)}, payload_json)
+    VALUES ({", ".join(f":{c}" for c in _ROW_COLUMNS)}, CAST(:payload_json AS jsonb))
+    """  # noqa: S608
+)
+
+
+async def insert_audit_row_with_events(
+    conn: AsyncConnection, row: dict[str, Any], events: list[dict[str, Any]]
+) -> None:
+    """A row from audit_row() and the outbox rows kept for this transaction, in one statement."""
+    if not events:
+        await insert_audit_rows(conn, [row])
+        return
+    params = {c: row[c] for c in _ROW_COLUMNS}
+    payload = json.dumps(row["payload_json"])
+    await conn.execute(_WITH_EVENTS, {**params, "payload_json": payload, **deferred_columns(events)})
 
 
 async def record_audit(conn: AsyncConnection, caller: Caller, **fields: Any) -> None:

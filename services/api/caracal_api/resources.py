@@ -18,10 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from caracal import rego
 from caracal.db.engine import AFTER_COMMIT, read_retried, transaction
-from caracal.domain.audit import insert_audit_rows
+from caracal.domain.audit import insert_audit_row_with_events
 from caracal.domain.idempotency import store_response
 from caracal.errors import CaracalError, Conflict
-from caracal.outbox import send_wake_hint
+from caracal.outbox import defer_events, send_wake_hint, take_deferred
 from caracal.settings import Settings
 from caracal_api.audit_trail import AuditQueue, request_row
 from caracal_api.idempotency import STATE as IDEMPOTENCY_STATE
@@ -146,14 +146,17 @@ class Resources:
         notes: list[str] = []
         async with transaction(self.engine) as conn:
             conn.info[AFTER_COMMIT] = notes
+            defer_events(conn)  # the outbox rows go in with the audit row: one round trip for both
             try:
                 yield conn
-                await insert_audit_rows(conn, [request_row(request.scope, request.route_handler.status_code)])
+                row = request_row(request.scope, request.route_handler.status_code)
+                await insert_audit_row_with_events(conn, row, take_deferred(conn))
             finally:
                 # a connection lost mid-transaction took its info with it; touching it would raise
                 # PendingRollbackError and turn the loss (a 503) into a 500
                 if not conn.invalidated:
                     conn.info.pop(AFTER_COMMIT, None)
+                    take_deferred(conn)  # a failed write's kept events go with its rollback
         request.scope["state"]["audited"] = True
         for message in notes:  # rare (revocations, archived zones): told before the response goes out
             self.tokens.forget(message)
