@@ -8,13 +8,15 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
+import json
 import os
 import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -268,6 +270,9 @@ async def _judge(
         lines.append(f"  {kind}: {count:,} answered, p50 {p50:.2f} ms, p99 {p99:.2f} ms{met}")
         if goal is not None and p99 > goal:
             misses.append(f"{kind} p99 {p99:.2f} ms > {goal:.0f} ms")
+    lines.append("inside the API (its access log: from the request read to the response written):")
+    inside = server_side_figures(bench.workdir.glob("api*.log"), _wall_span(measured))
+    lines += [f"  {kind}: p50 {p50:.2f} ms, p99 {p99:.2f} ms" for kind, (_, p50, p99) in inside.items()]
     lines.append(f"answers (probe, warm-up and soak): {dict(sorted(statuses(every).items()))}")
     failures = [f"{len(bad)} {what}" for what, bad in _bad_answers(every).items() if bad]
     drained = await _drain(bench)
@@ -282,6 +287,51 @@ async def _judge(
     lines.append(f"load average at the end: {load} on {os.cpu_count()} cores (shared with the run)")
     failures += memory.grown(("api", "dispatcher"))
     return Outcome(lines, failures, misses, len(measured))
+
+
+def _wall_span(calls: list[Call]) -> tuple[float, float]:
+    """The wall-clock seconds from the first call sent to the last answered (the access log's clock)."""
+    to_wall = time.time() - time.monotonic()
+    began = min((c.began for c in calls), default=0.0)
+    ended = max((c.ended for c in calls), default=0.0)
+    return began + to_wall, ended + to_wall
+
+
+# the access line's message: "GET /v1/zones/{zone_id} 200 1.8 ms" (the route's template, not the path)
+ACCESS_KINDS = {
+    ("GET", "/v1/zones/{zone_id}"): "get",
+    ("GET", "/v1/zones"): "list",
+    ("POST", "/v1/zones"): "post",
+    ("PATCH", "/v1/zones/{zone_id}"): "patch",
+    ("DELETE", "/v1/zones/{zone_id}"): "delete",
+}
+
+
+def server_side_figures(
+    logs: Iterable[Path], span: tuple[float, float]
+) -> dict[str, tuple[int, float, float]]:
+    """Per kind, from the API's JSON access lines logged within `span` (wall clock): count, p50, p99
+    in ms. Set against the load generator's figures, the difference is what the request spent
+    outside the handler: in the generator, in the kernel's queues, waiting for a core."""
+    timings: dict[str, list[float]] = {}
+    for path in logs:
+        with path.open(errors="replace") as lines:
+            for line in lines:
+                if '"caracal.api.access"' not in line:
+                    continue
+                entry = json.loads(line)
+                request, ms, _unit = str(entry["message"]).rsplit(" ", 2)
+                method, _, route = request.rpartition(" ")[0].partition(" ")
+                kind = ACCESS_KINDS.get((method, route))
+                logged = datetime.fromisoformat(entry["time"].replace("Z", "+00:00")).timestamp()
+                if kind is not None and span[0] <= logged <= span[1] + 1:
+                    timings.setdefault(kind, []).append(float(ms))
+    figures = {}
+    for kind in EXPECTED:
+        if ms_sorted := sorted(timings.get(kind, [])):
+            n = len(ms_sorted)
+            figures[kind] = (n, ms_sorted[n // 2], ms_sorted[min(n - 1, int(n * 0.99))])
+    return figures
 
 
 def _bad_answers(calls: list[Call]) -> dict[str, list[Call]]:
