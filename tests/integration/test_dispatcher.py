@@ -25,7 +25,7 @@ from caracal.settings import Settings
 from caracal_dispatcher.dispatcher import Dispatcher
 from caracal_dispatcher.leases import StreamLeases
 from caracal_dispatcher.publisher import StreamPublisher
-from tests.support import HMAC_KEY_HEX
+from tests.support import HMAC_KEY_HEX, eventually
 
 STREAM = "caracal.sessions.revoke"
 OTHER = "caracal.policy.invalidate"
@@ -523,3 +523,27 @@ async def test_a_lease_session_left_busy_by_an_interrupted_call_is_replaced(sett
         busy.cancel()
         await asyncio.gather(busy, return_exceptions=True)
         await leases.close()
+
+
+async def test_a_standby_looks_once_per_poll_interval_and_takes_over_a_released_stream(
+    make_dispatcher: MakeDispatcher, engine: AsyncEngine, redis: Redis
+) -> None:
+    """Wake-up hints come with every commit, and the holder serves them; a dispatcher holding no
+    lease only has to notice a holder gone, so it looks once per poll interval."""
+    holder, standby = make_dispatcher(outbox_poll_ms=300), make_dispatcher(outbox_poll_ms=300)
+    [first] = await publish(engine, STREAM, [{"zone_id": "z", "n": "first"}])
+    await holder.iteration()
+    [second] = await publish(engine, STREAM, [{"zone_id": "z", "n": "second"}])
+    assert await standby.iteration() == pytest.approx(0.3, abs=0.05)  # looked, could not take it
+    await holder.leases.close()  # the holder is gone: its session's leases with it
+    looked_at = asyncio.get_running_loop().time()
+    assert 0 < await standby.iteration() <= 0.3  # a hint now: not looked at again yet
+    assert standby.leases.held == set() and await pending_ids(engine) == {second}
+
+    async def taken_over() -> bool:
+        await standby.iteration()
+        return STREAM in standby.leases.held
+
+    await eventually(taken_over, "the standby taking the released stream", within=5, poll=0.02)
+    assert asyncio.get_running_loop().time() - looked_at >= 0.2
+    assert await stream_ids(redis, STREAM) == [first, second]

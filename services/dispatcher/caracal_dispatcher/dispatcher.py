@@ -150,6 +150,9 @@ class Dispatcher:
         # a full batch, and dropped when the stream is (re)claimed or a drain fails part-way; then
         # the next read starts from the beginning again.
         self.positions: dict[str, tuple[int, int]] = {}
+        # A dispatcher holding no lease is a standby: it only has to notice a holder gone, so it
+        # looks once per poll interval, not on every commit's wake-up hint (which the holder serves).
+        self.standby_until = 0.0
 
     async def iteration(self) -> float:
         """Drain each held stream in turn; returns how long to wait before the next iteration."""
@@ -160,6 +163,8 @@ class Dispatcher:
             raise
 
     async def _iteration(self) -> float:
+        if not self.leases.held and (wait := self.standby_until - time.monotonic()) > 0:
+            return wait
         conn = await self.leases.connection()
         if not self.publisher.origin:
             self.publisher.origin = str(await conn.fetchval("SELECT origin FROM outbox_origin"))
@@ -170,6 +175,8 @@ class Dispatcher:
         for caught_up in self.positions.keys() - (set(streams) & self.leases.held):
             del self.positions[caught_up]
         delay = self.settings.outbox_poll_ms / 1000
+        if streams and not self.leases.held:
+            self.standby_until = time.monotonic() + delay
         for stream in streams:
             if stream not in self.leases.held:
                 continue
