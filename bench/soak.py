@@ -24,7 +24,16 @@ from tests.support import HMAC_KEY_HEX
 
 from bench.api import API_COMMAND, CREATE, GET_ONE, NO_LIMITS, ApiServer, process_tree
 from bench.common import BenchEnv, BenchError, bench_env, postgres_pids, running_dispatcher, say
-from bench.traffic import EXPECTED, Call, Traffic, delivery_verdict, latency_figures, statuses, undelivered
+from bench.traffic import (
+    EXPECTED,
+    Call,
+    Traffic,
+    delivery_verdict,
+    figures_by_kind,
+    latency_figures,
+    statuses,
+    undelivered,
+)
 from caracal.embedded import free_port
 
 CONNECTIONS = 32
@@ -326,12 +335,7 @@ def server_side_figures(
                 logged = datetime.fromisoformat(entry["time"].replace("Z", "+00:00")).timestamp()
                 if kind is not None and span[0] <= logged <= span[1] + 1:
                     timings.setdefault(kind, []).append(float(ms))
-    figures = {}
-    for kind in EXPECTED:
-        if ms_sorted := sorted(timings.get(kind, [])):
-            n = len(ms_sorted)
-            figures[kind] = (n, ms_sorted[n // 2], ms_sorted[min(n - 1, int(n * 0.99))])
-    return figures
+    return figures_by_kind(timings)
 
 
 def _bad_answers(calls: list[Call]) -> dict[str, list[Call]]:

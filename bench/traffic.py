@@ -152,10 +152,14 @@ class Traffic:
 
 def latency_figures(calls: list[Call]) -> dict[str, tuple[int, float, float]]:
     """Per kind: answered calls, p50 and p99 in ms."""
+    return figures_by_kind({kind: [c.ms for c in calls if c.kind == kind and c.status] for kind in EXPECTED})
+
+
+def figures_by_kind(timings: dict[str, list[float]]) -> dict[str, tuple[int, float, float]]:
+    """Per kind of EXPECTED that has timings (ms): their count, p50 and p99."""
     figures = {}
     for kind in EXPECTED:
-        ms = sorted(c.ms for c in calls if c.kind == kind and c.status)
-        if ms:
+        if ms := sorted(timings.get(kind, [])):
             figures[kind] = (len(ms), ms[len(ms) // 2], ms[min(len(ms) - 1, int(len(ms) * 0.99))])
     return figures
 

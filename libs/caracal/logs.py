@@ -137,8 +137,9 @@ class LineHandler(logging.StreamHandler[TextIO]):
         except RecursionError:  # as StreamHandler.emit: never swallowed
             raise
         except Exception:
-            # logging's contract: a handler never raises; handleError prints the traceback to stderr
-            # (this handler is where a log line would go, so it cannot log it)
+            # logging's contract: a handler never raises into the code that logs. handleError prints
+            # the traceback and the record to stderr (this handler is where a log line would go, so it
+            # cannot log it); tests/unit/test_logging.py checks that it does
             self.handleError(record)
 
     def add(self, line: str) -> None:

@@ -10,16 +10,13 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import insert, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from caracal.db.tables.outbox import event_outbox
 from caracal.events import CHANGES, Scalar
 from caracal.ids import new_id
 from caracal.telemetry import current_traceparent
 
-# built once; txid and seq come from the column defaults (the writing transaction, commit order)
-_INSERT = insert(event_outbox)
 log = logging.getLogger("caracal.outbox")
 WAKE_TIMEOUT_S = 0.5
 WAKE_CHANNEL = "caracal:outbox:wake"
@@ -38,8 +35,7 @@ def defer_events(conn: AsyncConnection) -> None:
 def take_deferred(conn: AsyncConnection) -> list[dict[str, Any]]:
     """The rows kept since `defer_events`, in the order they were recorded; recording is direct again.
     The caller inserts them (`deferred_columns`) before it commits, or the events are lost."""
-    rows: list[dict[str, Any]] = conn.info.pop(DEFERRED, None) or []
-    return rows
+    return conn.info.pop(DEFERRED, None) or []
 
 
 def deferred_columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
@@ -53,7 +49,8 @@ def deferred_columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
     }
 
 
-# Kept rows in one statement, in the order recorded: WITH ORDINALITY keeps it in `seq`, the stream's order.
+# Events in one statement, in the order recorded: WITH ORDINALITY keeps it in `seq`, the stream's order
+# (txid and seq come from the column defaults: the writing transaction, commit order).
 # As text, so another statement can carry it as a data-modifying WITH clause (domain.audit does).
 INSERT_DEFERRED = """
     INSERT INTO event_outbox (id, stream_name, payload_json, request_id, traceparent)
@@ -63,6 +60,7 @@ INSERT_DEFERRED = """
            WITH ORDINALITY AS e(id, stream, payload, request_id, traceparent, n)
      ORDER BY e.n
 """
+_INSERT_MANY = text(INSERT_DEFERRED)
 
 
 async def record_event(
@@ -73,23 +71,8 @@ async def record_event(
     request_id: str | None = None,
 ) -> str:
     """Insert the event in the current transaction; it reaches its stream only if that commits."""
-    row = _row(stream, payload, request_id)
-    deferred = conn.info.get(DEFERRED)
-    if deferred is not None:
-        deferred.append(row)
-    else:
-        await conn.execute(_INSERT, row)
-    return str(row["id"])
-
-
-def _row(stream: str, payload: Mapping[str, Scalar], request_id: str | None) -> dict[str, Any]:
-    return {
-        "id": new_id(),
-        "stream_name": stream,
-        "payload_json": dict(payload),
-        "request_id": request_id,
-        "traceparent": current_traceparent(),  # NULL unless the writer is traced
-    }
+    [outbox_id] = await record_events(conn, stream, [payload], request_id=request_id)
+    return outbox_id
 
 
 async def record_events(
@@ -99,13 +82,24 @@ async def record_events(
     *,
     request_id: str | None = None,
 ) -> list[str]:
-    """`record_event` for each payload, in order, in one round trip; returns the outbox ids."""
-    rows = [_row(stream, payload, request_id) for payload in payloads]
+    """`record_event` for each payload, in order, in one round trip (none while the transaction
+    keeps its events, see `defer_events`); returns the outbox ids."""
+    traceparent = current_traceparent()  # NULL unless the writer is traced
+    rows = [
+        {
+            "id": new_id(),
+            "stream_name": stream,
+            "payload_json": dict(payload),
+            "request_id": request_id,
+            "traceparent": traceparent,
+        }
+        for payload in payloads
+    ]
     deferred = conn.info.get(DEFERRED)
     if deferred is not None:
         deferred.extend(rows)
     elif rows:
-        await conn.execute(text(INSERT_DEFERRED), deferred_columns(rows))
+        await conn.execute(_INSERT_MANY, deferred_columns(rows))
     return [str(row["id"]) for row in rows]
 
 

@@ -178,6 +178,25 @@ def test_without_a_loop_a_line_is_written_at_once_and_flush_writes_what_waits() 
         logger.removeHandler(handler)
 
 
+def test_a_line_that_cannot_be_formatted_reports_its_traceback_and_the_next_line_is_written(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A handler never raises into the code that logs; the failure goes to stderr, traceback and all."""
+    buffer = io.StringIO()
+    handler = logs.LineHandler(buffer)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+
+    def record(msg: str, *args: object) -> logging.LogRecord:
+        return logging.LogRecord("caracal.test.unformattable", logging.INFO, __file__, 1, msg, args, None)
+
+    handler.handle(record("%d requests", "many"))  # the message's own arguments do not fit it
+    handler.handle(record("next"))
+    assert buffer.getvalue() == "next\n"
+    reported = capsys.readouterr().err
+    assert "--- Logging error ---" in reported and "Traceback (most recent call last)" in reported
+    assert "TypeError: %d format: a real number is required, not str" in reported
+
+
 @pytest.fixture
 def json_root() -> Iterator[tuple[io.StringIO, logs.LineHandler]]:
     """The root logger as `configure_logging` leaves it (one JSON LineHandler), into a buffer."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import datetime
 from functools import cache
@@ -110,29 +109,10 @@ async def insert_audit_rows(conn: AsyncConnection, rows: list[dict[str, Any]]) -
         await conn.execute(_INSERT, rows)
 
 
-_ROW_COLUMNS = (
-    "id",
-    "request_id",
-    "actor_id",
-    "actor_name",
-    "actor_scope",
-    "action",
-    "method",
-    "path",
-    "zone_id",
-    "entity_type",
-    "entity_id",
-    "status_code",
-)
 # one audit row and the transaction's kept events (caracal.outbox.defer_events): one round trip.
-# Built once from this module's constants and caracal.outbox's statement; no value enters the text.
-_WITH_EVENTS = text(
-    f"""
-    WITH events AS ({INSERT_DEFERRED})
-    INSERT INTO admin_audit_events ({", ".join(_ROW_COLUMNS)}, payload_json)
-    VALUES ({", ".join(f":{c}" for c in _ROW_COLUMNS)}, CAST(:payload_json AS jsonb))
-    """  # noqa: S608
-)
+# add_cte renders the events' INSERT as a data-modifying WITH although the row's INSERT reads nothing
+# from it; the row's values bind as in _INSERT, the events' arrays as INSERT_DEFERRED's parameters.
+_WITH_EVENTS = _INSERT.add_cte(text(INSERT_DEFERRED).columns().cte("events"))
 
 
 async def insert_audit_row_with_events(
@@ -142,9 +122,7 @@ async def insert_audit_row_with_events(
     if not events:
         await insert_audit_rows(conn, [row])
         return
-    params = {c: row[c] for c in _ROW_COLUMNS}
-    payload = json.dumps(row["payload_json"])
-    await conn.execute(_WITH_EVENTS, {**params, "payload_json": payload, **deferred_columns(events)})
+    await conn.execute(_WITH_EVENTS, {**row, **deferred_columns(events)})
 
 
 async def record_audit(conn: AsyncConnection, caller: Caller, **fields: Any) -> None:
