@@ -52,14 +52,18 @@ def deferred_columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
 # Events in one statement, in the order recorded: WITH ORDINALITY keeps it in `seq`, the stream's order
 # (txid and seq come from the column defaults: the writing transaction, commit order).
 # As text, so another statement can carry it as a data-modifying WITH clause (domain.audit does).
-INSERT_DEFERRED = """
+_EVENTS_FROM_ARRAYS = """
     INSERT INTO event_outbox (id, stream_name, payload_json, request_id, traceparent)
     SELECT e.id, e.stream, e.payload::jsonb, e.request_id, e.traceparent
       FROM unnest(CAST(:e_ids AS text[]), CAST(:e_streams AS text[]), CAST(:e_payloads AS text[]),
                   CAST(:e_request_ids AS text[]), CAST(:e_traceparents AS text[]))
            WITH ORDINALITY AS e(id, stream, payload, request_id, traceparent, n)
+    {condition}
      ORDER BY e.n
 """
+INSERT_DEFERRED = _EVENTS_FROM_ARRAYS.format(condition="")
+# The same, writing the events only if the statement's CTE `created` returned a row (domain.audit)
+INSERT_DEFERRED_IF_CREATED = _EVENTS_FROM_ARRAYS.format(condition="WHERE EXISTS (SELECT FROM created)")
 _INSERT_MANY = text(INSERT_DEFERRED)
 
 
@@ -84,8 +88,21 @@ async def record_events(
 ) -> list[str]:
     """`record_event` for each payload, in order, in one round trip (none while the transaction
     keeps its events, see `defer_events`); returns the outbox ids."""
+    rows = event_rows(stream, payloads, request_id=request_id)
+    deferred = conn.info.get(DEFERRED)
+    if deferred is not None:
+        deferred.extend(rows)
+    elif rows:
+        await conn.execute(_INSERT_MANY, deferred_columns(rows))
+    return [str(row["id"]) for row in rows]
+
+
+def event_rows(
+    stream: str, payloads: Sequence[Mapping[str, Scalar]], *, request_id: str | None = None
+) -> list[dict[str, Any]]:
+    """The event_outbox rows of `payloads`, not yet written (`record_events` writes or keeps them)."""
     traceparent = current_traceparent()  # NULL unless the writer is traced
-    rows = [
+    return [
         {
             "id": new_id(),
             "stream_name": stream,
@@ -95,12 +112,6 @@ async def record_events(
         }
         for payload in payloads
     ]
-    deferred = conn.info.get(DEFERRED)
-    if deferred is not None:
-        deferred.extend(rows)
-    elif rows:
-        await conn.execute(_INSERT_MANY, deferred_columns(rows))
-    return [str(row["id"]) for row in rows]
 
 
 async def record_change(

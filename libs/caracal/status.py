@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from caracal.db.engine import create_engine, reading
+from caracal.db.engine import autocommit, create_engine
 from caracal.db.migrate import head_revision, revision_of, revisions_behind
 from caracal.errors import CaracalError
 from caracal.events import CONTRACT_STREAMS
@@ -210,7 +210,7 @@ async def gather(settings: Settings) -> Status:
     database_url = settings.database_url or ""
     engine = create_engine(settings, pool_size=1)
     try:
-        async with reading(engine) as conn:
+        async with autocommit(engine) as conn:
             migration, streams, reaper = await database_facts(conn, settings)
     finally:
         await engine.dispose()

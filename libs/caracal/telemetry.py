@@ -17,6 +17,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from caracal.db.query import statements_traced
 from caracal.logs import JsonFormatter, LineHandler
 
 log = logging.getLogger("caracal.telemetry")
@@ -68,12 +69,14 @@ def instrument_clients(
     SQLAlchemyInstrumentor().instrument(
         engine=engine.sync_engine, tracer_provider=provider, skip_dep_check=True
     )
+    statements_traced(True)  # hot statements leave the driver path for the instrumented engine
     for redis in redis_clients:
         RedisInstrumentor.instrument_client(redis, tracer_provider=provider)
 
 
 def uninstrument_clients(redis_clients: Sequence[Redis]) -> None:
     SQLAlchemyInstrumentor().uninstrument()
+    statements_traced(False)
     for redis in redis_clients:
         RedisInstrumentor.uninstrument_client(redis)
 

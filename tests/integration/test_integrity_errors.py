@@ -12,7 +12,7 @@ from sqlalchemy import delete, insert, text, update
 from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from caracal.db.engine import plain_url, reading, transaction, translate_db_error
+from caracal.db.engine import autocommit, plain_url, transaction, translate_db_error
 from caracal.db.paging import Page
 from caracal.db.tables.admin_tokens import admin_tokens
 from caracal.db.tables.outbox import event_outbox
@@ -97,7 +97,7 @@ async def test_a_missing_required_value_is_400_with_the_tables_invalid_code(engi
 async def test_nul_in_a_text_parameter_is_400_invalid_input(engine: AsyncEngine) -> None:
     """What made GET /v1/outbox/dead?stream=%00 a 500: Postgres refuses NUL in text (22021)."""
     with pytest.raises(CaracalError) as raised:
-        async with reading(engine) as conn:
+        async with autocommit(engine) as conn:
             await dead_letters.list_dead(conn, Page(limit=10), "\x00")
     assert status_code(raised.value) == (400, "invalid_input")
 

@@ -79,9 +79,10 @@ async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
 
 
 @asynccontextmanager
-async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A read on one pooled connection in autocommit: each statement is its own round trip, with no
-    BEGIN/ROLLBACK around it. Driver errors become CaracalErrors."""
+async def autocommit(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """One pooled connection in autocommit, for reads and for a write that is one statement: each
+    statement is its own round trip and its own transaction, with no BEGIN/COMMIT around it. Driver
+    errors become CaracalErrors."""
     try:
         conn = ReadConnection(engine, await greenlet_spawn(engine.sync_engine.raw_connection))
         try:
@@ -157,12 +158,12 @@ async def read_retried(engine: AsyncEngine, read: Callable[[AsyncConnection], Aw
     """An idempotent read, run again once on a fresh connection when its connection turned out broken
     (after a Postgres restart every pooled connection is; the first failure recycles the pool)."""
     try:
-        async with reading(engine) as conn:
+        async with autocommit(engine) as conn:
             return await read(conn)
     except Unavailable as exc:
         if exc.code != "postgres_unreachable":
             raise
-    async with reading(engine) as conn:
+    async with autocommit(engine) as conn:
         return await read(conn)
 
 

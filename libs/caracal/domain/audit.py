@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime
 from functools import cache
@@ -9,17 +10,19 @@ from typing import Annotated, Any
 from urllib.parse import unquote
 
 import msgspec
-from sqlalchemy import ColumnElement, bindparam, insert, select, text
+from sqlalchemy import ColumnElement, Insert, Text, bindparam, cast, insert, select, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from caracal.db.paging import Listing, Page, PagedQuery, listing
+from caracal.db.query import Query
 from caracal.db.tables import TS
 from caracal.db.tables.audit import admin_audit_events
 from caracal.domain.context import Caller
 from caracal.domain.wire import Name, Resource, Timestamp
 from caracal.errors import InvalidInput
 from caracal.ids import new_id
-from caracal.outbox import INSERT_DEFERRED, deferred_columns
+from caracal.outbox import INSERT_DEFERRED, INSERT_DEFERRED_IF_CREATED, deferred_columns
 from caracal.timefmt import iso_ms, parse_iso
 
 _INSERT = insert(admin_audit_events)  # built once: the parameters carry the row
@@ -123,6 +126,51 @@ async def insert_audit_row_with_events(
         await insert_audit_rows(conn, [row])
         return
     await conn.execute(_WITH_EVENTS, {**row, **deferred_columns(events)})
+
+
+# The columns audit_row() fills, in its order
+ROW_COLUMNS = (
+    "id",
+    "request_id",
+    "actor_id",
+    "actor_name",
+    "actor_scope",
+    "action",
+    "method",
+    "path",
+    "zone_id",
+    "entity_type",
+    "entity_id",
+    "status_code",
+    "payload_json",
+)
+
+
+def audited_insert(statement: Insert) -> Query:
+    """`statement` (an INSERT … RETURNING that returns no row when it inserts nothing) with the
+    request's audit row and its events as data-modifying CTEs: one statement, hence one transaction,
+    and in autocommit one round trip. The audit row and the events are written only when the insert
+    returned a row (all CTEs see one snapshot; the insert's RETURNING is the CTE `created`)."""
+    created = statement.cte("created")
+    values = [
+        # typed, so Postgres knows each parameter's type; the payload as its JSON text (for the driver)
+        cast(bindparam(f"a_{name}", type_=Text), JSONB)
+        if name == "payload_json"
+        else bindparam(f"a_{name}", type_=admin_audit_events.c[name].type)
+        for name in ROW_COLUMNS
+    ]
+    audit = insert(admin_audit_events).from_select(ROW_COLUMNS, select(*values).select_from(created))
+    events = text(INSERT_DEFERRED_IF_CREATED).columns().cte("events")
+    return Query(select(*created.c).add_cte(audit.cte("audit")).add_cte(events))
+
+
+def audited_params(
+    values: dict[str, Any], row: dict[str, Any], events: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The parameters of an `audited_insert`: the insert's `values`, the audit `row`, the `events`."""
+    audit = {f"a_{name}": row[name] for name in ROW_COLUMNS}
+    audit["a_payload_json"] = json.dumps(row["payload_json"])
+    return {**values, **audit, **deferred_columns(events)}
 
 
 async def record_audit(conn: AsyncConnection, caller: Caller, **fields: Any) -> None:

@@ -17,7 +17,8 @@ from caracal.db.locks import ZONE_SLUG_PREFIX
 from caracal.db.paging import Listing, Page, PagedQuery, listing
 from caracal.db.query import Query
 from caracal.db.tables.zones import ZONES_SLUG_KEY, zones
-from caracal.domain.changes import entity_changed
+from caracal.domain.audit import audited_insert, audited_params
+from caracal.domain.changes import change_rows, entity_changed
 from caracal.domain.context import Caller
 from caracal.domain.dcr_shutdown import live_dcr_applications, shut_down_dcr
 from caracal.domain.wire import Body, Name, Resource, Timestamp
@@ -64,6 +65,15 @@ _TAKEN_SLUGS = select(zones.c.slug).where(
 )
 # a generated slug that another creator took meanwhile returns no row (no savepoint needed)
 _INSERT = pg_insert(zones).on_conflict_do_nothing(constraint=ZONES_SLUG_KEY).returning(*_COLUMNS)
+# the same insert with the request's audit row and event in its statement (create_zone_at_once)
+_CREATE_AUDITED = audited_insert(
+    pg_insert(zones)
+    .values(
+        {name: bindparam(name) for name in ("id", "name", "slug", "dcr_enabled", "dek_ciphertext", "kek_arn")}
+    )
+    .on_conflict_do_nothing(constraint=ZONES_SLUG_KEY)
+    .returning(*_COLUMNS)
+)
 _ARCHIVE = (
     update(zones)
     .where(zones.c.id == bindparam("zone_id"), zones.c.archived_at.is_(None))
@@ -142,31 +152,63 @@ async def _taken_slugs(conn: AsyncConnection, base: str) -> set[str]:
     return set(found.scalars().all())
 
 
-async def create_zone(conn: AsyncConnection, kek: KeyRing, data: ZoneCreate, caller: Caller) -> Zone:
+async def create_zone_at_once(
+    conn: AsyncConnection, kek: KeyRing, data: ZoneCreate, caller: Caller, audit: dict[str, Any]
+) -> Zone | None:
+    """create_zone as one statement in autocommit (`conn` holds no transaction), its audit row and
+    event included: one round trip. None when the name's slug is taken: create_zone(under_lock=True)
+    then finds a free one under the lock. A given slug that is taken is 409 with nothing written."""
+    values = _new_zone(kek, data)
+    slug = data.slug if isinstance(data.slug, str) else slugify(data.name, "zone")
+    events = change_rows("zone.created", values["id"], values["id"], caller)
+    row = await _CREATE_AUDITED.first(conn, audited_params({"slug": slug, **values}, audit, events))
+    if row is None and isinstance(data.slug, str):
+        raise _slug_taken(data.slug)
+    return None if row is None else zone_wire(row)
+
+
+async def create_zone(
+    conn: AsyncConnection, kek: KeyRing, data: ZoneCreate, caller: Caller, *, under_lock: bool = False
+) -> Zone:
+    """In the caller's transaction. A generated slug: the name's own slug is tried first, without
+    the lock, unless `under_lock` (it was just found taken)."""
+    values = _new_zone(kek, data)
+    if isinstance(data.slug, str):
+        row = (await conn.execute(_INSERT, {"slug": data.slug, **values})).first()
+        if row is None:
+            raise _slug_taken(data.slug)
+    else:
+        row = await _insert_with_free_slug(conn, slugify(data.name, "zone"), values, under_lock=under_lock)
+    await entity_changed(conn, "zone.created", values["id"], values["id"], caller)
+    return zone_wire(row)
+
+
+def _new_zone(kek: KeyRing, data: ZoneCreate) -> dict[str, Any]:
+    """A new zone's columns but its slug: a fresh id and data-encryption key, wrapped."""
     zone_id = new_id()
     dek, key_id = new_wrapped_dek(kek, zone_id)
-    values = {
+    return {
         "id": zone_id,
         "name": data.name,
         "dcr_enabled": data.dcr_enabled,
         "dek_ciphertext": dek,
         "kek_arn": key_id,
     }
-    if isinstance(data.slug, str):
-        row = (await conn.execute(_INSERT, {"slug": data.slug, **values})).first()
-        if row is None:
-            raise Conflict("zone_slug_conflict", f"slug {data.slug!r} is taken")
-    else:
-        row = await _insert_with_free_slug(conn, slugify(data.name, "zone"), values)
-    await entity_changed(conn, "zone.created", zone_id, zone_id, caller)
-    return zone_wire(row)
 
 
-async def _insert_with_free_slug(conn: AsyncConnection, base: str, values: dict[str, Any]) -> Any:
+def _slug_taken(slug: str) -> Conflict:
+    return Conflict("zone_slug_conflict", f"slug {slug!r} is taken")
+
+
+async def _insert_with_free_slug(
+    conn: AsyncConnection, base: str, values: dict[str, Any], *, under_lock: bool
+) -> Any:
     # the base itself first, without the lock: most names are new, and this is the slug the locked
     # path would choose for them anyway (two round trips fewer for such a create)
-    row = (await conn.execute(_INSERT, {"slug": base, **values})).first()
-    if row is not None:
+    if (
+        not under_lock
+        and (row := (await conn.execute(_INSERT, {"slug": base, **values})).first()) is not None
+    ):
         return row
     # creators of one base slug take turns (until commit), so none exhausts its attempts
     await conn.execute(_SLUG_LOCK, {"key": ZONE_SLUG_PREFIX + base})
@@ -180,7 +222,7 @@ async def _insert_with_free_slug(conn: AsyncConnection, base: str, values: dict[
 
 def _slug_conflict(exc: IntegrityError, slug: str) -> Exception:
     if unique_violation_constraint(exc) == ZONES_SLUG_KEY:
-        return Conflict("zone_slug_conflict", f"slug {slug!r} is taken")
+        return _slug_taken(slug)
     return exc
 
 

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from caracal import rego
-from caracal.db.engine import AFTER_COMMIT, read_retried, transaction
+from caracal.db.engine import AFTER_COMMIT, autocommit, read_retried, transaction
 from caracal.domain.audit import insert_audit_row_with_events
 from caracal.domain.idempotency import store_response
 from caracal.errors import CaracalError, Conflict
@@ -176,6 +176,29 @@ class Resources:
                 raise
             return replayed
         return _answer(request, body)
+
+    async def write_at_once(
+        self,
+        request: Any,
+        at_once: Callable[[AsyncConnection, dict[str, Any]], Awaitable[Any | None]],
+        op: Callable[[AsyncConnection], Awaitable[Any]],
+    ) -> Response[Any]:
+        """A POST whose write is one statement that carries the request's audit row and events
+        (`domain.audit.audited_insert`), run in autocommit: one round trip, atomic as any statement.
+        `at_once(conn, audit_row)` answers None when that statement could not do the write; then, and
+        when the request carries an Idempotency-Key (its stored answer needs the transaction around
+        the encoded body), `write(op)` does it. Not retried: a write's outcome on a lost connection is
+        unknown, so that is 503 as in `write`."""
+        state = request.scope["state"]
+        if state.get(IDEMPOTENCY_STATE) is None:
+            handler = request.route_handler
+            async with autocommit(self.engine) as conn:
+                result = await at_once(conn, request_row(request.scope, handler.status_code))
+            if result is not None:
+                state["audited"] = True
+                self.wake.nudge()
+                return _answer(request, encode_json(result, handler.default_serializer))
+        return await self.write(request, op)
 
     async def answer(self, request: Any, result: Any) -> Response[Any]:
         """A POST that changes no rows (simulate, validate, authorize): its answer, stored under

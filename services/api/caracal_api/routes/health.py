@@ -12,7 +12,7 @@ from litestar import MediaType, Request, Response, get
 from litestar.di import Provide
 from redis.exceptions import RedisError
 
-from caracal.db.engine import reading
+from caracal.db.engine import autocommit
 from caracal.db.migrate import head_revision, revision_of
 from caracal.domain.dead_letters import dead_count
 from caracal.errors import CaracalError, Unavailable
@@ -52,7 +52,7 @@ async def ready(  # noqa: PLR0911 - one answer per reason, in the contract's ord
     if res.draining:
         return _not_ready({"draining": True})
     try:
-        async with reading(res.engine) as conn:
+        async with autocommit(res.engine) as conn:
             revision = await revision_of(conn)
             dead = await dead_count(conn)
     except Unavailable as exc:
@@ -83,7 +83,7 @@ async def metrics(request: Request[Any, Any, Any], res: ResourcesDep) -> Respons
     health_by_stream: dict[str, Any] = {}
     tail: UnsealedTail | None = None
     try:
-        async with reading(res.engine) as conn:
+        async with autocommit(res.engine) as conn:
             health_by_stream = await outbox_health(conn)
             tail = await unsealed_tail(conn)
     except CaracalError:

@@ -44,8 +44,12 @@ class ZoneController(Controller):
     async def create_zone(
         self, request: Request[Any, Any, Any], res: ResourcesDep, data: JSONBody[ZoneCreate]
     ) -> Response[Zone]:
-        return await res.write(
-            request, lambda conn: zones.create_zone(conn, res.settings.kek, data, caller_of(request))
+        kek, caller = res.settings.kek, caller_of(request)
+        return await res.write_at_once(
+            request,
+            lambda conn, audit: zones.create_zone_at_once(conn, kek, data, caller, audit),
+            # the name's slug was taken (or an Idempotency-Key came): a free one is found under the lock
+            lambda conn: zones.create_zone(conn, kek, data, caller, under_lock=True),
         )
 
     @get("/{zone_id:str}", response_headers=[ETAG], summary="Get a zone")
