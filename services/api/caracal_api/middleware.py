@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-import uuid
 from typing import Any, cast
 
 from litestar import Litestar
@@ -16,6 +15,7 @@ from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from caracal import logs
+from caracal.ids import new_request_id
 from caracal_api.audit_trail import request_row
 from caracal_api.metrics import HttpMetrics, method_label
 from caracal_api.resources import Resources
@@ -36,7 +36,7 @@ def request_id_from(scope: dict[str, Any]) -> str:
             candidate = bytes(value).decode("latin-1")
             if REQUEST_ID.match(candidate):
                 return candidate
-    return str(uuid.uuid4())
+    return new_request_id()
 
 
 _PROPAGATOR = TraceContextTextMapPropagator()
