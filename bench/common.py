@@ -117,10 +117,16 @@ async def _migrate(settings: Settings) -> None:
 async def bench_env() -> AsyncIterator[BenchEnv]:
     """Start the servers in a fresh temp dir, create and migrate the database; destroy it all after."""
     workdir = Path(tempfile.mkdtemp(prefix="caracal-bench-"))
-    postgres = EmbeddedPostgres(workdir / "postgres", durable=True, database=DATABASE)
+    # BENCH_FSYNC=off: a diagnostic run that tells the software's latency from the disk's (commits
+    # then wait for no flush); the figures we report are taken with fsync on
+    durable = os.environ.get("BENCH_FSYNC", "on") != "off"
+    postgres = EmbeddedPostgres(workdir / "postgres", durable=durable, database=DATABASE)
     redis_server = EmbeddedRedis(workdir / "redis")
     try:
-        say(f"starting embedded PostgreSQL (durable: fsync on) and Redis (AOF everysec) in {workdir}")
+        say(
+            f"starting embedded PostgreSQL (fsync {'on' if durable else 'OFF: BENCH_FSYNC=off'}) and"
+            f" Redis (AOF everysec) in {workdir}"
+        )
         database_url = await asyncio.to_thread(postgres.start)
         redis_url = await asyncio.to_thread(redis_server.start)
         env = _service_env(database_url, redis_url)

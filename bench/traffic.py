@@ -7,6 +7,7 @@ import asyncio
 import bisect
 import contextlib
 import itertools
+import json
 import random
 import secrets
 import time
@@ -15,10 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-import httpx
 from redis.asyncio import Redis
 from tests.e2e.total_queue import Txn, Verdict, check_total_queue
 
+from bench.http1 import Connection, ProtocolError
 from caracal.db.engine import plain_url
 from caracal.events import CHANGES
 
@@ -66,21 +67,18 @@ class Traffic:
     doomed: list[str] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    _clients: list[httpx.AsyncClient] = field(default_factory=list)
+    _connections: list[Connection] = field(default_factory=list)
     failed: int = 0  # answers >= 500 and requests with no answer, so far
     _next_slot: float = 0.0
     _count: itertools.count[int] = field(default_factory=itertools.count)
     _tag: str = field(default_factory=lambda: secrets.token_hex(4))  # zone names unique across runs
 
     def start(self) -> None:
-        # `connections` in all, shared by the replicas; an idle connection is dropped after 2 s, before
-        # the server's 5 s keep-alive ends it (a request sent as the server closes gets no answer)
-        n = max(1, self.connections // len(self.urls))
-        limits = httpx.Limits(max_connections=n, max_keepalive_connections=n, keepalive_expiry=2.0)
+        # `connections` in all, one per caller, the callers spread round robin over the replicas
+        # (bench.http1: an idle connection is dropped after 2 s, before the server's 5 s keep-alive)
         headers = {"Authorization": f"Bearer {self.token}"}
-        self._clients = [
-            httpx.AsyncClient(base_url=url, headers=headers, timeout=self.timeout, limits=limits)
-            for url in self.urls
+        self._connections = [
+            Connection(self.urls[n % len(self.urls)], headers, self.timeout) for n in range(self.connections)
         ]
         self._next_slot = time.monotonic()
         self._tasks = [asyncio.create_task(self._caller(n)) for n in range(self.connections)]
@@ -88,8 +86,8 @@ class Traffic:
     async def stop(self) -> None:
         self._stop.set()
         await asyncio.wait_for(asyncio.gather(*self._tasks), timeout=self.timeout + 10)
-        for client in self._clients:
-            await client.aclose()
+        for connection in self._connections:
+            connection.close()
 
     def since(self, moment: float) -> list[Call]:
         """Calls sent at or after `moment` (calls are appended as they are sent: in `began` order, so
@@ -99,12 +97,10 @@ class Traffic:
     async def _caller(self, n: int) -> None:
         rng = random.Random(n)
         kinds, weights = list(self.mix), list(self.mix.values())
-        for turn in itertools.count(n):
-            if self._stop.is_set():
-                return
+        connection = self._connections[n]
+        while not self._stop.is_set():
             await self._wait_for_slot()
-            client = self._clients[turn % len(self._clients)]
-            await self._send(client, rng.choices(kinds, weights)[0])
+            await self._send(connection, rng.choices(kinds, weights)[0])
 
     async def _wait_for_slot(self) -> None:
         if self.rate is None:
@@ -113,7 +109,7 @@ class Traffic:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), max(0.0, slot - time.monotonic()))
 
-    async def _send(self, client: httpx.AsyncClient, kind: str) -> None:
+    async def _send(self, connection: Connection, kind: str) -> None:
         if (kind in ("get", "patch") and not self.live) or (kind == "delete" and not self.doomed):
             kind = "post"
         n = next(self._count)
@@ -121,10 +117,10 @@ class Traffic:
         self.calls.append(call)
         method, path, body = self._request(call, n)
         try:
-            response = await client.request(method, path, json=body)
-            call.status = response.status_code
-            answer = response.json() if response.status_code in (201,) or response.status_code >= 400 else {}
-        except (httpx.HTTPError, ValueError) as exc:
+            status, raw = await connection.request(method, path, body)
+            call.status = status
+            answer = json.loads(raw) if status == 201 or status >= 400 else {}
+        except (OSError, EOFError, TimeoutError, asyncio.LimitOverrunError, ProtocolError, ValueError) as exc:
             call.error, answer = type(exc).__name__, {}
         call.ended = time.monotonic()
         if call.status >= 500 or not call.status:

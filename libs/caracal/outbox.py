@@ -62,8 +62,8 @@ _EVENTS_FROM_ARRAYS = """
      ORDER BY e.n
 """
 INSERT_DEFERRED = _EVENTS_FROM_ARRAYS.format(condition="")
-# The same, writing the events only if the statement's CTE `created` returned a row (domain.audit)
-INSERT_DEFERRED_IF_CREATED = _EVENTS_FROM_ARRAYS.format(condition="WHERE EXISTS (SELECT FROM created)")
+# The same, writing the events only if the statement's CTE `written` returned a row (domain.audit)
+INSERT_DEFERRED_IF_WRITTEN = _EVENTS_FROM_ARRAYS.format(condition="WHERE EXISTS (SELECT FROM written)")
 _INSERT_MANY = text(INSERT_DEFERRED)
 
 

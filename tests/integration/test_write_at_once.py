@@ -114,3 +114,54 @@ async def test_a_failing_outbox_insert_takes_the_zone_and_its_audit_row_with_it(
             await conn.execute(text("ALTER TABLE event_outbox DROP CONSTRAINT test_refuses_zone_events"))
     assert await _zones_named(engine, "Never Written") == []
     assert await count_rows(engine, "admin_audit_events WHERE status_code = 201") == audits_before
+
+
+async def test_patch_and_delete_write_their_event_and_audit_row_in_the_zone_rows_transaction(
+    client: httpx.AsyncClient, admin: dict[str, str], engine: AsyncEngine
+) -> None:
+    created = await client.post("/v1/zones", json={"name": "Changing", "slug": "changing"}, headers=admin)
+    zone_id = created.json()["id"]
+    patched = await client.patch(f"/v1/zones/{zone_id}", json={"name": "Changed"}, headers=admin)
+    assert patched.status_code == 200 and patched.json()["name"] == "Changed"
+    assert patched.headers["etag"]
+    [zone] = await _zones_named(engine, "Changed")
+    [_created, updated] = await _events_of(engine, zone_id)
+    assert updated.payload_json["event"] == "zone.updated"
+    [audit] = await _audits_of(engine, patched.headers["x-request-id"])
+    assert (audit.action, audit.status_code, audit.txid) == (f"PATCH /v1/zones/{zone_id}", 200, updated.txid)
+    assert zone.xmin == int(updated.txid) % 2**32
+    deleted = await client.delete(f"/v1/zones/{zone_id}", headers=admin)
+    assert deleted.status_code == 204
+    [_created, _updated, archived] = await _events_of(engine, zone_id)
+    assert archived.payload_json["event"] == "zone.deleted"
+    [audit] = await _audits_of(engine, deleted.headers["x-request-id"])
+    assert (audit.status_code, audit.txid) == (204, archived.txid)
+    assert (await client.get(f"/v1/zones/{zone_id}", headers=admin)).status_code == 404
+
+
+async def test_patch_and_delete_that_change_nothing_write_nothing(
+    client: httpx.AsyncClient, admin: dict[str, str], engine: AsyncEngine, resources: Resources
+) -> None:
+    """A missing or archived zone is 404, a taken slug 409: no event, no success audit row."""
+    await client.post("/v1/zones", json={"name": "Holder", "slug": "held"}, headers=admin)
+    other = (await client.post("/v1/zones", json={"name": "Other", "slug": "other"}, headers=admin)).json()
+    gone = (await client.post("/v1/zones", json={"name": "Gone", "slug": "gone"}, headers=admin)).json()
+    assert (await client.delete(f"/v1/zones/{gone['id']}", headers=admin)).status_code == 204
+    events_before = await count_rows(engine, "event_outbox")
+    taken = await client.patch(f"/v1/zones/{other['id']}", json={"slug": "held"}, headers=admin)
+    assert taken.status_code == 409 and taken.json()["error"] == "zone_slug_conflict"
+    for answer in (
+        await client.patch(f"/v1/zones/{gone['id']}", json={"name": "Back"}, headers=admin),
+        await client.delete(f"/v1/zones/{gone['id']}", headers=admin),
+        await client.delete("/v1/zones/0190c5d6-0000-7000-8000-000000000000", headers=admin),
+    ):
+        assert answer.status_code == 404 and answer.json()["error"] == "zone_not_found"
+    await resources.settled()
+    assert await count_rows(engine, "event_outbox") == events_before
+    assert [z.slug for z in await _zones_named(engine, "Other")] == ["other"]
+    assert (
+        await count_rows(
+            engine, "admin_audit_events WHERE status_code IN (200, 204) AND action LIKE 'PATCH %'"
+        )
+        == 0
+    )

@@ -6,7 +6,7 @@ import re
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 from sqlalchemy.engine import Connection
@@ -104,6 +104,12 @@ class ReadConnection(AsyncConnection):
     def __init__(self, engine: AsyncEngine, pooled: PoolProxiedConnection) -> None:
         super().__init__(engine)
         self.pooled: PoolProxiedConnection | None = pooled
+        self._info: dict[Any, Any] = {}
+
+    @property
+    def info(self) -> dict[Any, Any]:
+        """This checkout's own notes (`after_commit`): reading them makes no SQLAlchemy Connection."""
+        return self._info
 
     @property
     def driver(self) -> asyncpg.Connection | None:

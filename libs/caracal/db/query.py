@@ -1,4 +1,4 @@
-"""Hot statements: a SELECT (or a write that is one statement, see domain.audit.audited_insert)
+"""Hot statements: a SELECT (or a write that is one statement, see domain.audit.audited)
 written once in SQLAlchemy Core, compiled once, run on the driver's connection.
 
 SQLAlchemy's execution layer costs more CPU per statement than the round trip itself (measured: a

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from urllib.parse import unquote
 
 import msgspec
-from sqlalchemy import ColumnElement, Insert, Text, bindparam, cast, insert, select, text
+from sqlalchemy import ColumnElement, Insert, Text, Update, bindparam, cast, insert, select, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -22,7 +22,7 @@ from caracal.domain.context import Caller
 from caracal.domain.wire import Name, Resource, Timestamp
 from caracal.errors import InvalidInput
 from caracal.ids import new_id
-from caracal.outbox import INSERT_DEFERRED, INSERT_DEFERRED_IF_CREATED, deferred_columns
+from caracal.outbox import INSERT_DEFERRED, INSERT_DEFERRED_IF_WRITTEN, deferred_columns
 from caracal.timefmt import iso_ms, parse_iso
 
 _INSERT = insert(admin_audit_events)  # built once: the parameters carry the row
@@ -146,12 +146,13 @@ ROW_COLUMNS = (
 )
 
 
-def audited_insert(statement: Insert) -> Query:
-    """`statement` (an INSERT … RETURNING that returns no row when it inserts nothing) with the
-    request's audit row and its events as data-modifying CTEs: one statement, hence one transaction,
-    and in autocommit one round trip. The audit row and the events are written only when the insert
-    returned a row (all CTEs see one snapshot; the insert's RETURNING is the CTE `created`)."""
-    created = statement.cte("created")
+def audited(statement: Insert | Update) -> Query:
+    """`statement` (an INSERT or UPDATE … RETURNING that returns no row when it writes nothing) with
+    the request's audit row and its events as data-modifying CTEs: one statement, hence one
+    transaction, and in autocommit one round trip. The audit row and the events are written only
+    when the statement returned a row (all CTEs see one snapshot; its RETURNING is the CTE
+    `written`)."""
+    written = statement.cte("written")
     values = [
         # typed, so Postgres knows each parameter's type; the payload as its JSON text (for the driver)
         cast(bindparam(f"a_{name}", type_=Text), JSONB)
@@ -159,15 +160,15 @@ def audited_insert(statement: Insert) -> Query:
         else bindparam(f"a_{name}", type_=admin_audit_events.c[name].type)
         for name in ROW_COLUMNS
     ]
-    audit = insert(admin_audit_events).from_select(ROW_COLUMNS, select(*values).select_from(created))
-    events = text(INSERT_DEFERRED_IF_CREATED).columns().cte("events")
-    return Query(select(*created.c).add_cte(audit.cte("audit")).add_cte(events))
+    audit = insert(admin_audit_events).from_select(ROW_COLUMNS, select(*values).select_from(written))
+    events = text(INSERT_DEFERRED_IF_WRITTEN).columns().cte("events")
+    return Query(select(*written.c).add_cte(audit.cte("audit")).add_cte(events))
 
 
 def audited_params(
     values: dict[str, Any], row: dict[str, Any], events: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    """The parameters of an `audited_insert`: the insert's `values`, the audit `row`, the `events`."""
+    """The parameters of an `audited` statement: its own `values`, the audit `row`, the `events`."""
     audit = {f"a_{name}": row[name] for name in ROW_COLUMNS}
     audit["a_payload_json"] = json.dumps(row["payload_json"])
     return {**values, **audit, **deferred_columns(events)}

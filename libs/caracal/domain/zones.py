@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import cache
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -17,7 +18,7 @@ from caracal.db.locks import ZONE_SLUG_PREFIX
 from caracal.db.paging import Listing, Page, PagedQuery, listing
 from caracal.db.query import Query
 from caracal.db.tables.zones import ZONES_SLUG_KEY, zones
-from caracal.domain.audit import audited_insert, audited_params
+from caracal.domain.audit import audited, audited_params
 from caracal.domain.changes import change_rows, entity_changed
 from caracal.domain.context import Caller
 from caracal.domain.dcr_shutdown import live_dcr_applications, shut_down_dcr
@@ -66,7 +67,7 @@ _TAKEN_SLUGS = select(zones.c.slug).where(
 # a generated slug that another creator took meanwhile returns no row (no savepoint needed)
 _INSERT = pg_insert(zones).on_conflict_do_nothing(constraint=ZONES_SLUG_KEY).returning(*_COLUMNS)
 # the same insert with the request's audit row and event in its statement (create_zone_at_once)
-_CREATE_AUDITED = audited_insert(
+_CREATE_AUDITED = audited(
     pg_insert(zones)
     .values(
         {name: bindparam(name) for name in ("id", "name", "slug", "dcr_enabled", "dek_ciphertext", "kek_arn")}
@@ -220,15 +221,17 @@ async def _insert_with_free_slug(
     raise Conflict("zone_slug_conflict", "could not find a free slug; give one")
 
 
-def _slug_conflict(exc: IntegrityError, slug: str) -> Exception:
+def _slug_conflict(exc: Exception, slug: str) -> Exception:
+    """409 for a violation of the slugs' unique key (under SQLAlchemy's wrapper or the driver's own);
+    any other failure unchanged."""
     if unique_violation_constraint(exc) == ZONES_SLUG_KEY:
         return _slug_taken(slug)
     return exc
 
 
-async def update_zone(conn: AsyncConnection, zone_id: str, data: ZoneUpdate, caller: Caller) -> Zone:
-    shutdown = data.dcr_shutdown if isinstance(data.dcr_shutdown, str) else None
-    if shutdown is not None and data.dcr_enabled is not False:
+def _changes(data: ZoneUpdate) -> dict[str, Any]:
+    """The columns a PATCH sets; 400 for a body that sets none or asks for a shutdown it cannot."""
+    if data.dcr_shutdown is not msgspec.UNSET and data.dcr_enabled is not False:
         raise InvalidInput("dcr_shutdown_not_applicable", "dcr_shutdown needs dcr_enabled: false")
     changes = {
         name: getattr(data, name)
@@ -237,6 +240,47 @@ async def update_zone(conn: AsyncConnection, zone_id: str, data: ZoneUpdate, cal
     }
     if not changes:
         raise InvalidInput("no_fields", "nothing to update")
+    return changes
+
+
+def updates_at_once(data: ZoneUpdate) -> bool:
+    """Whether update_zone_at_once can do this PATCH: not when it turns DCR off, which first shuts
+    down the zone's DCR clients according to the zone's current state (update_zone does)."""
+    return data.dcr_enabled is not False
+
+
+@cache
+def _update_audited(columns: frozenset[str]) -> Query:
+    """The UPDATE of a live zone setting `columns`, with its audit row and event: built once per set."""
+    return audited(
+        update(zones)
+        .where(zones.c.id == bindparam("zone_id"), zones.c.archived_at.is_(None))
+        .values({**{name: bindparam(name) for name in sorted(columns)}, "updated_at": func.now()})
+        .returning(*_COLUMNS)
+    )
+
+
+async def update_zone_at_once(
+    conn: AsyncConnection, zone_id: str, data: ZoneUpdate, caller: Caller, audit: dict[str, Any]
+) -> Zone:
+    """update_zone as one statement in autocommit, its audit row and event included (only when
+    `updates_at_once(data)`): 404 when the zone is missing or archived, 409 for a taken slug, and
+    then nothing is written."""
+    changes = _changes(data)
+    events = change_rows("zone.updated", zone_id, zone_id, caller)
+    params = audited_params({"zone_id": zone_id, **changes}, audit, events)
+    try:
+        row = await _update_audited(frozenset(changes)).first(conn, params)
+    except Exception as exc:
+        raise _slug_conflict(exc, str(changes.get("slug"))) from exc
+    if row is None:
+        raise NotFound("zone_not_found", f"zone {zone_id} does not exist")
+    return zone_wire(row)
+
+
+async def update_zone(conn: AsyncConnection, zone_id: str, data: ZoneUpdate, caller: Caller) -> Zone:
+    changes = _changes(data)
+    shutdown = data.dcr_shutdown if isinstance(data.dcr_shutdown, str) else None
     zone = await require_live_zone(conn, zone_id, lock=True)
     if data.dcr_enabled is False and (zone.dcr_enabled or shutdown is not None):
         await shut_down_dcr(conn, zone_id, shutdown, caller)
@@ -253,6 +297,21 @@ async def update_zone(conn: AsyncConnection, zone_id: str, data: ZoneUpdate, cal
         raise _slug_conflict(exc, str(changes.get("slug"))) from exc
     await entity_changed(conn, "zone.updated", zone_id, zone_id, caller)
     return zone_wire(row)
+
+
+_ARCHIVE_AUDITED = audited(_ARCHIVE)
+
+
+async def delete_zone_at_once(
+    conn: AsyncConnection, zone_id: str, caller: Caller, audit: dict[str, Any]
+) -> str:
+    """delete_zone as one statement in autocommit, its audit row and event included: 404 with
+    nothing written when the zone is missing or archived already."""
+    events = change_rows("zone.deleted", zone_id, zone_id, caller)
+    if await _ARCHIVE_AUDITED.first(conn, audited_params({"zone_id": zone_id}, audit, events)) is None:
+        raise NotFound("zone_not_found", f"zone {zone_id} does not exist")
+    after_commit(conn, f"zone:{zone_id}")  # its zone-scoped tokens stop working everywhere
+    return zone_id
 
 
 async def delete_zone(conn: AsyncConnection, zone_id: str, caller: Caller) -> None:

@@ -157,6 +157,11 @@ class Resources:
                 if not conn.invalidated:
                     conn.info.pop(AFTER_COMMIT, None)
                     take_deferred(conn)  # a failed write's kept events go with its rollback
+        await self._committed(request, notes)
+
+    async def _committed(self, request: Any, notes: list[str]) -> None:
+        """After a write committed: its audit row is written, the invalidations it asked for go to
+        every worker, the dispatcher is told to look."""
         request.scope["state"]["audited"] = True
         for message in notes:  # rare (revocations, archived zones): told before the response goes out
             self.tokens.forget(message)
@@ -177,27 +182,35 @@ class Resources:
             return replayed
         return _answer(request, body)
 
+    async def at_once(
+        self, request: Any, write: Callable[[AsyncConnection, dict[str, Any]], Awaitable[R | None]]
+    ) -> R | None:
+        """A write that is one statement carrying the request's audit row and events
+        (`domain.audit.audited`), run in autocommit: one round trip, atomic as any statement.
+        `write(conn, audit_row)` answers None when that statement could not do the write (nothing
+        was written; the caller then takes the transaction). Not retried: a write's outcome on a lost
+        connection is unknown, so that is 503 as in `writing`."""
+        notes: list[str] = []
+        async with autocommit(self.engine) as conn:
+            conn.info[AFTER_COMMIT] = notes
+            result = await write(conn, request_row(request.scope, request.route_handler.status_code))
+        if result is not None:
+            await self._committed(request, notes)
+        return result
+
     async def write_at_once(
         self,
         request: Any,
         at_once: Callable[[AsyncConnection, dict[str, Any]], Awaitable[Any | None]],
         op: Callable[[AsyncConnection], Awaitable[Any]],
     ) -> Response[Any]:
-        """A POST whose write is one statement that carries the request's audit row and events
-        (`domain.audit.audited_insert`), run in autocommit: one round trip, atomic as any statement.
-        `at_once(conn, audit_row)` answers None when that statement could not do the write; then, and
-        when the request carries an Idempotency-Key (its stored answer needs the transaction around
-        the encoded body), `write(op)` does it. Not retried: a write's outcome on a lost connection is
-        unknown, so that is 503 as in `write`."""
-        state = request.scope["state"]
-        if state.get(IDEMPOTENCY_STATE) is None:
-            handler = request.route_handler
-            async with autocommit(self.engine) as conn:
-                result = await at_once(conn, request_row(request.scope, handler.status_code))
+        """A POST done by `at_once` (see there), or by `write(op)` when it answers None and when the
+        request carries an Idempotency-Key (its stored answer needs the transaction around the
+        encoded body)."""
+        if request.scope["state"].get(IDEMPOTENCY_STATE) is None:
+            result = await self.at_once(request, at_once)
             if result is not None:
-                state["audited"] = True
-                self.wake.nudge()
-                return _answer(request, encode_json(result, handler.default_serializer))
+                return _answer(request, encode_json(result, request.route_handler.default_serializer))
         return await self.write(request, op)
 
     async def answer(self, request: Any, result: Any) -> Response[Any]:

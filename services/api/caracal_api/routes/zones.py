@@ -75,11 +75,18 @@ class ZoneController(Controller):
         data: JSONBody[ZoneUpdate],
         if_match: IfMatch = None,
     ) -> Response[Zone]:
+        caller = caller_of(request)
+        if if_match is None and zones.updates_at_once(data):  # one statement: no lock, no tag to compare
+            zone = await res.at_once(
+                request, lambda conn, audit: zones.update_zone_at_once(conn, zone_id, data, caller, audit)
+            )
+            if zone is not None:
+                return tagged(zone)
         async with res.writing(request) as conn:
             await require_unchanged(
                 conn, if_match, "zone", (None, zone_id), lambda: zones.get_zone(conn, zone_id)
             )
-            return tagged(await zones.update_zone(conn, zone_id, data, caller_of(request)))
+            return tagged(await zones.update_zone(conn, zone_id, data, caller))
 
     @delete("/{zone_id:str}", responses=conditional(), summary="Archive a zone")
     async def delete_zone(
@@ -89,8 +96,15 @@ class ZoneController(Controller):
         res: ResourcesDep,
         if_match: IfMatch = None,
     ) -> None:
+        caller = caller_of(request)
+        if if_match is None:  # one statement: no lock, no tag to compare
+            archived = await res.at_once(
+                request, lambda conn, audit: zones.delete_zone_at_once(conn, zone_id, caller, audit)
+            )
+            if archived is not None:
+                return
         async with res.writing(request) as conn:
             await require_unchanged(
                 conn, if_match, "zone", (None, zone_id), lambda: zones.get_zone(conn, zone_id)
             )
-            await zones.delete_zone(conn, zone_id, caller_of(request))
+            await zones.delete_zone(conn, zone_id, caller)
