@@ -27,10 +27,13 @@ _TITLES = {
     415: "Unsupported Media Type",
     422: "Unprocessable Content",
     429: "Too Many Requests",
+    499: "Client Closed Request",  # nginx's: the client left before the answer (CLIENT_CLOSED)
     500: "Internal Server Error",
     502: "Bad Gateway",
     503: "Service Unavailable",
 }
+CLIENT_CLOSED = 499
+_CLIENT_GONE = "client disconnected prematurely"  # litestar.connection.Request.stream's detail
 _MISSING_FIELD = re.compile(r"^Object missing required field `([^`]+)`")
 _PATH_IN_MESSAGE = re.compile(r"`\$((?:\.[^`.\[]+|\[\d+\])*)`")
 
@@ -96,6 +99,11 @@ def _http_problem(request: Request[Any, Any, Any], exc: HTTPException) -> Respon
             statusCode=404,
         )
     status = exc.status_code
+    if status == 500 and exc.detail == _CLIENT_GONE:
+        # Litestar's answer when the client left before its body was read (a client that timed out
+        # on a queued request): not a server failure, so not a 5xx in the access log, metrics and
+        # audit; nginx's 499. Nobody reads the response.
+        return problem(CLIENT_CLOSED, "client_closed_request", "the client closed the connection first")
     if status == 413:
         return problem(413, "payload_too_large", "the request body is larger than API_BODY_LIMIT_BYTES")
     if status == 405:
