@@ -221,9 +221,7 @@ async def _insert_with_free_slug(
     raise Conflict("zone_slug_conflict", "could not find a free slug; give one")
 
 
-def _slug_conflict(exc: Exception, slug: str) -> Exception:
-    """409 for a violation of the slugs' unique key (under SQLAlchemy's wrapper or the driver's own);
-    any other failure unchanged."""
+def _slug_conflict(exc: IntegrityError, slug: str) -> Exception:
     if unique_violation_constraint(exc) == ZONES_SLUG_KEY:
         return _slug_taken(slug)
     return exc
@@ -271,8 +269,10 @@ async def update_zone_at_once(
     params = audited_params({"zone_id": zone_id, **changes}, audit, events)
     try:
         row = await _update_audited(frozenset(changes)).first(conn, params)
-    except Exception as exc:
-        raise _slug_conflict(exc, str(changes.get("slug"))) from exc
+    except Exception as exc:  # the driver's own error here: the statement ran on its connection
+        if unique_violation_constraint(exc) == ZONES_SLUG_KEY:
+            raise _slug_taken(str(changes.get("slug"))) from exc
+        raise
     if row is None:
         raise NotFound("zone_not_found", f"zone {zone_id} does not exist")
     return zone_wire(row)
