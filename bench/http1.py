@@ -24,6 +24,11 @@ class ProtocolError(Exception):
     """The answer was not HTTP/1.1 as this client reads it."""
 
 
+# what a request can fail with: no connection, a reset or an early close, the timeout, an answer this
+# client cannot frame (a bad status line is a ValueError)
+FAILURES = (OSError, EOFError, TimeoutError, asyncio.LimitOverrunError, ProtocolError, ValueError)
+
+
 class Connection:
     """One keep-alive connection to `url`, opened on first use and again after a close or failure."""
 
@@ -47,7 +52,7 @@ class Connection:
         try:
             async with asyncio.timeout(self.timeout):
                 return await self._exchange(head + payload)
-        except BaseException:
+        except (*FAILURES, asyncio.CancelledError):  # a half-read answer must not serve the next request
             self.close()
             raise
 

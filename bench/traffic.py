@@ -19,7 +19,7 @@ import asyncpg
 from redis.asyncio import Redis
 from tests.e2e.total_queue import Txn, Verdict, check_total_queue
 
-from bench.http1 import Connection, ProtocolError
+from bench.http1 import FAILURES, Connection
 from caracal.db.engine import plain_url
 from caracal.events import CHANGES
 
@@ -120,7 +120,7 @@ class Traffic:
             status, raw = await connection.request(method, path, body)
             call.status = status
             answer = json.loads(raw) if status == 201 or status >= 400 else {}
-        except (OSError, EOFError, TimeoutError, asyncio.LimitOverrunError, ProtocolError, ValueError) as exc:
+        except FAILURES as exc:
             call.error, answer = type(exc).__name__, {}
         call.ended = time.monotonic()
         if call.status >= 500 or not call.status:

@@ -9,49 +9,37 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from caracal_api.resources import Resources
 from tests.integration.api_helpers import count_rows
 
+_AUDITS = text(
+    "SELECT action, status_code, txid::text AS txid FROM admin_audit_events WHERE request_id = :key"
+)
+_EVENTS = text(
+    "SELECT stream_name, payload_json, txid::text AS txid FROM event_outbox"
+    " WHERE payload_json->>'entity_id' = :key ORDER BY seq"
+)
+_ZONES = text("SELECT id, slug, xmin::text::bigint AS xmin FROM zones WHERE name = :key")
+
+
+async def _rows(engine: AsyncEngine, query: TextClause, key: str) -> list[Any]:
+    async with engine.connect() as conn:
+        return list((await conn.execute(query, {"key": key})).all())
+
 
 async def _audits_of(engine: AsyncEngine, request_id: str) -> list[Any]:
-    async with engine.connect() as conn:
-        return list(
-            (
-                await conn.execute(
-                    text(
-                        "SELECT action, status_code, txid::text AS txid FROM admin_audit_events"
-                        " WHERE request_id = :rid"
-                    ),
-                    {"rid": request_id},
-                )
-            ).all()
-        )
+    return await _rows(engine, _AUDITS, request_id)
 
 
 async def _events_of(engine: AsyncEngine, zone_id: str) -> list[Any]:
-    async with engine.connect() as conn:
-        return list(
-            (
-                await conn.execute(
-                    text(
-                        "SELECT stream_name, payload_json, txid::text AS txid FROM event_outbox"
-                        " WHERE payload_json->>'entity_id' = :id ORDER BY seq"
-                    ),
-                    {"id": zone_id},
-                )
-            ).all()
-        )
+    return await _rows(engine, _EVENTS, zone_id)
 
 
 async def _zones_named(engine: AsyncEngine, name: str) -> list[Any]:
-    async with engine.connect() as conn:
-        found = await conn.execute(
-            text("SELECT id, slug, xmin::text::bigint AS xmin FROM zones WHERE name = :name"), {"name": name}
-        )
-        return list(found.all())
+    return await _rows(engine, _ZONES, name)
 
 
 async def test_zone_outbox_row_and_audit_row_are_written_by_one_transaction(

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, ResourceClosedError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError, ResourceClosedError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import PoolProxiedConnection
@@ -24,6 +24,8 @@ _CONNECTION_SQLSTATES = ("08", "57P")  # connection exceptions, operator interve
 _KEY_COLUMNS = re.compile(r"^\w+ \(([^)]*)\)=")  # "Key (zone_id)=(…) …" of a key violation's detail
 R = TypeVar("R")
 AFTER_COMMIT = "caracal.after_commit"  # key in Connection.info: messages for after the commit
+# a unique key's violation as a statement raises it: through SQLAlchemy, or bare on the driver (db.query)
+UNIQUE_VIOLATIONS = (IntegrityError, asyncpg.exceptions.UniqueViolationError)
 
 
 def asyncpg_url(url: str) -> str:

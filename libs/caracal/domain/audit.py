@@ -14,6 +14,7 @@ from sqlalchemy import ColumnElement, Insert, Text, Update, bindparam, cast, ins
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from caracal.audit_chain import CONTENT_COLUMNS
 from caracal.db.paging import Listing, Page, PagedQuery, listing
 from caracal.db.query import Query
 from caracal.db.tables import TS
@@ -128,21 +129,12 @@ async def insert_audit_row_with_events(
     await conn.execute(_WITH_EVENTS, {**row, **deferred_columns(events)})
 
 
-# The columns audit_row() fills, in its order
-ROW_COLUMNS = (
-    "id",
-    "request_id",
-    "actor_id",
-    "actor_name",
-    "actor_scope",
-    "action",
-    "method",
-    "path",
-    "zone_id",
-    "entity_type",
-    "entity_id",
-    "status_code",
-    "payload_json",
+# The columns audit_row() fills, in its order: the chain's content columns as written (the payload's
+# column is payload_json; occurred_at comes from its default, sealed_at from the sealer)
+ROW_COLUMNS = tuple(
+    "payload_json" if name == "payload" else name
+    for name in CONTENT_COLUMNS
+    if name not in ("occurred_at", "sealed_at")
 )
 
 

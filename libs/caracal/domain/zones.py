@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from functools import cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NoReturn
 
 import msgspec
 from sqlalchemy import bindparam, func, select, text, update
@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from caracal.crypto import new_wrapped_dek
-from caracal.db.engine import after_commit, unique_violation_constraint
+from caracal.db.engine import UNIQUE_VIOLATIONS, after_commit, unique_violation_constraint
 from caracal.db.locks import ZONE_SLUG_PREFIX
 from caracal.db.paging import Listing, Page, PagedQuery, listing
 from caracal.db.query import Query
@@ -221,10 +221,12 @@ async def _insert_with_free_slug(
     raise Conflict("zone_slug_conflict", "could not find a free slug; give one")
 
 
-def _slug_conflict(exc: IntegrityError, slug: str) -> Exception:
+def _slug_conflict(exc: Exception, slug: str) -> NoReturn:
+    """For the `except` of a unique violation: 409 when the slugs' key was violated, else the
+    violation itself, raised again."""
     if unique_violation_constraint(exc) == ZONES_SLUG_KEY:
-        return _slug_taken(slug)
-    return exc
+        raise _slug_taken(slug) from exc
+    raise exc
 
 
 def _changes(data: ZoneUpdate) -> dict[str, Any]:
@@ -269,10 +271,8 @@ async def update_zone_at_once(
     params = audited_params({"zone_id": zone_id, **changes}, audit, events)
     try:
         row = await _update_audited(frozenset(changes)).first(conn, params)
-    except Exception as exc:  # the driver's own error here: the statement ran on its connection
-        if unique_violation_constraint(exc) == ZONES_SLUG_KEY:
-            raise _slug_taken(str(changes.get("slug"))) from exc
-        raise
+    except UNIQUE_VIOLATIONS as exc:
+        _slug_conflict(exc, str(changes.get("slug")))
     if row is None:
         raise NotFound("zone_not_found", f"zone {zone_id} does not exist")
     return zone_wire(row)
@@ -294,7 +294,7 @@ async def update_zone(conn: AsyncConnection, zone_id: str, data: ZoneUpdate, cal
             )
         ).one()
     except IntegrityError as exc:
-        raise _slug_conflict(exc, str(changes.get("slug"))) from exc
+        _slug_conflict(exc, str(changes.get("slug")))
     await entity_changed(conn, "zone.updated", zone_id, zone_id, caller)
     return zone_wire(row)
 
