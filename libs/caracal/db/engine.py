@@ -16,8 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util import greenlet_spawn
 
+from caracal.db.gate import fair_turn, pool_busy
 from caracal.db.integrity import UNIQUE_VIOLATION, Violation, refusal_for
-from caracal.errors import CaracalError, Overloaded, Unavailable
+from caracal.errors import CaracalError, Unavailable
 from caracal.settings import Settings
 
 _CONNECTION_SQLSTATES = ("08", "57P")  # connection exceptions, operator intervention (shutdown)
@@ -72,7 +73,7 @@ def server_settings(settings: Settings) -> dict[str, str]:
 async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """One write transaction, committed explicitly on success; driver errors become CaracalErrors."""
     try:
-        async with engine.connect() as conn, conn.begin():
+        async with fair_turn(engine), engine.connect() as conn, conn.begin():
             yield conn
     except CaracalError:
         raise
@@ -86,11 +87,12 @@ async def autocommit(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     statement is its own round trip and its own transaction, with no BEGIN/COMMIT around it. Driver
     errors become CaracalErrors."""
     try:
-        conn = ReadConnection(engine, await greenlet_spawn(engine.sync_engine.raw_connection))
-        try:
-            yield conn
-        finally:
-            await conn.release()
+        async with fair_turn(engine):
+            conn = ReadConnection(engine, await greenlet_spawn(engine.sync_engine.raw_connection))
+            try:
+                yield conn
+            finally:
+                await conn.release()
     except CaracalError:
         raise
     except Exception as exc:
@@ -185,7 +187,7 @@ def after_commit(conn: AsyncConnection, message: str) -> None:
 
 def _meaning(exc: BaseException) -> BaseException:
     if isinstance(exc, PoolTimeout):
-        return Overloaded("overloaded", "every database connection of this process is busy; retry shortly")
+        return pool_busy()
     return translate_db_error(exc)
 
 
