@@ -15,8 +15,7 @@ import asyncio
 import contextlib
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
@@ -67,36 +66,30 @@ class FairGate:
     def _give_up(self, place: asyncio.Future[None]) -> None:
         if place.done() and not place.cancelled():
             self.leave()  # the place was handed over as we stopped waiting: it goes to the next one
-        else:
+        else:  # cancelled with the task (a timeout is a cancellation too)
             place.cancel()
-            with contextlib.suppress(ValueError):  # already taken off the line by leave()
+            with contextlib.suppress(ValueError):  # leave() may have taken it off the line already
                 self.waiters.remove(place)
 
+    async def __aenter__(self) -> None:
+        await self.enter()
 
-_GATES: weakref.WeakKeyDictionary[AsyncEngine, FairGate | None] = weakref.WeakKeyDictionary()
+    async def __aexit__(self, *_: object) -> None:
+        self.leave()
 
 
-def gate_of(engine: AsyncEngine) -> FairGate | None:
-    """The engine's gate, made once: one place per connection of its queue pool (None for another
-    kind of pool, which has no wait to make fair)."""
+Turn = AbstractAsyncContextManager[None]
+_NO_GATE: Turn = contextlib.nullcontext()
+_GATES: weakref.WeakKeyDictionary[AsyncEngine, Turn] = weakref.WeakKeyDictionary()
+
+
+def fair_turn(engine: AsyncEngine) -> Turn:
+    """The engine's gate, made once, to hold while a checkout takes and uses a pooled connection: one
+    place per connection of its queue pool (no gate for another kind of pool, which has no wait)."""
     try:
         return _GATES[engine]
     except KeyError:
         pool = engine.sync_engine.pool
-        gate = FairGate(pool.size(), pool.timeout()) if isinstance(pool, QueuePool) else None
+        gate: Turn = FairGate(pool.size(), pool.timeout()) if isinstance(pool, QueuePool) else _NO_GATE
         _GATES[engine] = gate
         return gate
-
-
-@asynccontextmanager
-async def fair_turn(engine: AsyncEngine) -> AsyncIterator[None]:
-    """Hold one of the engine's places while the body checks out and uses a pooled connection."""
-    gate = gate_of(engine)
-    if gate is None:
-        yield
-        return
-    await gate.enter()
-    try:
-        yield
-    finally:
-        gate.leave()
